@@ -1,0 +1,295 @@
+import copy
+
+import pytest
+import torch
+from datasets import Dataset
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast, TrainerCallback
+from trl import GRPOConfig
+from trl.rewards import accuracy_reward
+
+from tests.utils import digit_fraction_reward, tiny_config, tiny_model
+from trl_kimi import KimiMirrorDescentTrainer
+from trl_kimi.losses import mean_baseline_advantages
+from trl_kimi.tasks import arithmetic
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return arithmetic.make_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return arithmetic.make_rl_dataset(32, seed=0, max_terms=4)
+
+
+class RecordingTrainer(KimiMirrorDescentTrainer):
+    """Records what the loss sees (weights, batch) and what each generated batch holds, for recomputation."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_calls, self.generated = [], []
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        self.generated.append({"inputs": inputs, "output": {k: v for k, v in output.items() if torch.is_tensor(v)}})
+        return output
+
+    def _compute_loss(self, model, inputs):
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        batch = {k: v.detach().clone() for k, v in inputs.items() if torch.is_tensor(v)}
+        self.loss_calls.append({"state": state, "inputs": batch, "global_step": self.state.global_step})
+        return super()._compute_loss(model, inputs)
+
+
+def float64_sequence_logps(model, state, prompt_ids, prompt_mask, completion_ids, completion_mask):
+    """Independent recomputation: a fresh float64 model with `state`, full forward, log-softmax, gather, sum."""
+    # A fresh instance, not a deepcopy: TRL patches `model.forward` in place, and a copy's forward would still run
+    # the original (trained) weights through that closure.
+    model64 = type(model)(copy.deepcopy(model.config)).double()
+    model64.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in state.items()})
+    input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+    attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+    with torch.no_grad():
+        logits = model64(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, P+C, V)
+    completion_logits = logits[:, prompt_ids.size(1) - 1 : -1]  # (B, C, V): the logits that predict each token
+    per_token = torch.log_softmax(completion_logits, dim=-1).gather(2, completion_ids.unsqueeze(2)).squeeze(2)
+    return (per_token * completion_mask).sum(dim=1)  # (B,)
+
+
+def test_training_changes_weights_and_logs_metrics(tokenizer, dataset, tmp_path):
+    model = tiny_model(tokenizer)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    # steps_per_generation=2: the second step reuses the batch, so the tau term acts (|log-ratio| > 0).
+    args = tiny_config(tmp_path, max_steps=4, steps_per_generation=2, per_device_train_batch_size=3)
+    trainer = KimiMirrorDescentTrainer(
+        model=model, reward_funcs=digit_fraction_reward, args=args, train_dataset=dataset, processing_class=tokenizer
+    )
+    trainer.train()
+
+    for name, param in trainer.model.named_parameters():
+        assert not torch.equal(param, before[name]), f"{name} did not change"
+
+    logs = [row for row in trainer.state.log_history if "loss" in row]
+    assert len(logs) == 4
+    generation_steps, reuse_steps = logs[0::2], logs[1::2]
+    for row in generation_steps:  # what a practitioner watches, logged with each generated batch
+        for key in (
+            "reward",
+            "reward_std",
+            "kimi/advantage_std",
+            "completions/mean_length",
+            "completions/max_length",
+            "completions/clipped_ratio",
+        ):
+            assert key in row, key
+        assert row["kimi/advantage_std"] > 0
+        assert row["kimi/abs_log_ratio_mean"] == 0.0  # theta = theta_i on the batch's first step
+    for row in logs:
+        for key in ("kimi/squared_residual_mean", "kimi/policy_term", "kimi/l2_term", "entropy"):
+            assert key in row, key
+    for row in reuse_steps:
+        assert row["kimi/abs_log_ratio_mean"] > 0  # the policy moved since the batch was generated
+        assert row["kimi/l2_term"] > 0
+    for row in logs:  # the reported loss is the sum of the two logged terms
+        assert row["loss"] == pytest.approx(-(row["kimi/policy_term"] - row["kimi/l2_term"]), rel=1e-5, abs=1e-6)
+
+
+def test_reported_loss_matches_float64_recomputation(tokenizer, dataset, tmp_path):
+    tau = 0.7  # large, so a wrong l2 term would show
+    args = tiny_config(tmp_path, max_steps=4, steps_per_generation=2, per_device_train_batch_size=3, tau=tau)
+    model = tiny_model(tokenizer)
+    trainer = RecordingTrainer(
+        model=model, reward_funcs=digit_fraction_reward, args=args, train_dataset=dataset, processing_class=tokenizer
+    )
+    trainer.train()
+    losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+    assert len(trainer.loss_calls) == 4
+
+    for step, call in enumerate(trainer.loss_calls):
+        batch = call["inputs"]
+        ids = (batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"], batch["completion_mask"])
+        logps = float64_sequence_logps(model, call["state"], *ids)
+        # pi_theta_i is the model when the batch was generated: the weights at the first step of its iteration.
+        iteration_start = trainer.loss_calls[step - step % 2]["state"]
+        old_logps = float64_sequence_logps(model, iteration_start, *ids)
+        advantages = batch["advantages"].double()
+        expected = -(advantages * logps - tau / 2 * (logps - old_logps) ** 2).mean().item()
+        assert losses[step] == pytest.approx(expected, rel=1e-4, abs=1e-5), f"step {step}"
+    # The recomputation is not vacuous: on reused batches the l2 term is there.
+    assert any(row.get("kimi/l2_term", 0) > 1e-6 for row in trainer.state.log_history)
+
+
+def test_advantages_are_mean_baselines_of_the_rewards(tokenizer, dataset, tmp_path):
+    args = tiny_config(tmp_path, max_steps=2, per_device_train_batch_size=6)
+    trainer = RecordingTrainer(
+        model=tiny_model(tokenizer),
+        reward_funcs=digit_fraction_reward,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    for generated in trainer.generated:
+        out = generated["output"]
+        completions = [
+            tokenizer.decode(ids[mask.bool()], skip_special_tokens=True)
+            for ids, mask in zip(out["completion_ids"], out["completion_mask"], strict=True)
+        ]
+        rewards = digit_fraction_reward(completions)
+        # independent group means (k = 3), no std scaling
+        expected = [r - sum(rewards[g : g + 3]) / 3 for g in range(0, 6, 3) for r in rewards[g : g + 3]]
+        assert out["advantages"].tolist() == pytest.approx(expected, abs=1e-6)
+        assert [x["prompt"] for x in generated["inputs"]][::3] == [x["prompt"] for x in generated["inputs"]][1::3]
+
+
+def test_loss_is_scaled_for_gradient_accumulation(tokenizer, dataset, tmp_path):
+    # One SGD step on the same generated batch of 6, as 1 micro-batch of 6 or as 2 accumulated micro-batches of 3,
+    # must move the weights identically: each micro-loss is a mean divided by the number of micro-batches.
+    def one_step(per_device, accumulation):
+        args = tiny_config(
+            tmp_path / f"ga{accumulation}",
+            max_steps=1,
+            per_device_train_batch_size=per_device,
+            gradient_accumulation_steps=accumulation,
+            optim="sgd",
+            learning_rate=0.5,
+            max_grad_norm=0.0,
+            lr_scheduler_type="constant",
+        )
+        trainer = KimiMirrorDescentTrainer(
+            model=tiny_model(tokenizer),
+            reward_funcs=digit_fraction_reward,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+        )
+        trainer.train()
+        return {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+
+    init = dict(tiny_model(tokenizer).named_parameters())
+    single, accumulated = one_step(6, 1), one_step(3, 2)
+    moved = max((single[n] - init[n]).abs().max().item() for n in single)
+    assert moved > 1e-3
+    for name in single:
+        torch.testing.assert_close(accumulated[name], single[name], rtol=1e-5, atol=1e-6)
+
+
+class AdamStepRecorder(TrainerCallback):
+    def __init__(self):
+        self.steps = []
+
+    def on_step_end(self, args, state, control, optimizer=None, **kwargs):
+        param = next(p for group in optimizer.param_groups for p in group["params"])
+        self.steps.append(int(optimizer.state[param]["step"]))
+
+
+@pytest.mark.parametrize("reset, expected", [(True, [1, 2, 1, 2]), (False, [1, 2, 3, 4])])
+def test_reset_optimizer_each_iteration(tokenizer, dataset, tmp_path, reset, expected):
+    recorder = AdamStepRecorder()
+    args = tiny_config(
+        tmp_path,
+        max_steps=4,
+        steps_per_generation=2,
+        per_device_train_batch_size=3,
+        reset_optimizer_each_iteration=reset,
+    )
+    trainer = KimiMirrorDescentTrainer(
+        model=tiny_model(tokenizer),
+        reward_funcs=digit_fraction_reward,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[recorder],
+    )
+    trainer.train()
+    assert recorder.steps == expected  # Adam's step count restarts with each generated batch
+
+
+def test_beta_kl_to_a_fixed_reference(tokenizer, dataset, tmp_path):
+    # TRL's KL to a fixed reference stays available; the reference is loaded from the model's path.
+    model_dir = tmp_path / "tiny"
+    tiny_model(tokenizer).save_pretrained(model_dir)
+    args = tiny_config(tmp_path / "out", beta=0.5)
+    trainer = KimiMirrorDescentTrainer(
+        model=str(model_dir),
+        reward_funcs=digit_fraction_reward,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    assert trainer.ref_model is not None
+    trainer.train()
+    logs = [row for row in trainer.state.log_history if "loss" in row]
+    assert logs[-1]["kl"] > 0  # the policy left the reference at step 2
+    for row in logs:
+        expected = -(row["kimi/policy_term"] - row["kimi/l2_term"]) + 0.5 * row["kl"]
+        assert row["loss"] == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+def boxed_tokenizer() -> PreTrainedTokenizerFast:
+    """Whole-word tokens, so that a random model writes well-formed \\boxed{} answers (and some right ones)."""
+    words = ["<pad>", "<eos>", "\\boxed{5}", "\\boxed{7}", "so", "Q"]
+    backend = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="<pad>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", padding_side="left"
+    )
+    tokenizer.chat_template = "{% for message in messages %}{{ message['content'] }} {% endfor %}"
+    return tokenizer
+
+
+def test_trl_accuracy_reward_works_unchanged(tmp_path):
+    tokenizer = boxed_tokenizer()
+    dataset = Dataset.from_dict({"prompt": [[{"role": "user", "content": "Q"}]] * 8, "solution": ["5", "7"] * 4})
+    args = tiny_config(tmp_path, max_completion_length=3, max_steps=2)
+    trainer = RecordingTrainer(
+        model=tiny_model(tokenizer),
+        reward_funcs=accuracy_reward,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    # TRL keeps the completions of the last generated batch in its completion log.
+    last = trainer.generated[-1]
+    num = len(last["inputs"])
+    rewards = list(trainer._logs["rewards"]["accuracy_reward"])[-num:]
+    completions = list(trainer._logs["completion"])[-num:]
+    assert rewards == accuracy_reward(completions, [x["solution"] for x in last["inputs"]])  # called as TRL does
+    logged = [row["rewards/accuracy_reward/mean"] for row in trainer.state.log_history if "reward" in row]
+    assert 0 < max(logged)  # some completions were right, so the advantages were not all zero
+    assert any(g["output"]["advantages"].abs().sum() > 0 for g in trainer.generated)
+
+
+def test_a_grpo_config_is_refused(tokenizer, dataset, tmp_path):
+    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none")
+    with pytest.raises(TypeError, match="args must be a KimiConfig, got GRPOConfig .*PPO clip"):
+        KimiMirrorDescentTrainer(
+            model=tiny_model(tokenizer),
+            reward_funcs=digit_fraction_reward,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+        )
+
+
+def test_model_card_names_the_method(tokenizer, dataset, tmp_path):
+    trainer = KimiMirrorDescentTrainer(
+        model=tiny_model(tokenizer),
+        reward_funcs=digit_fraction_reward,
+        args=tiny_config(tmp_path),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    trainer.create_model_card(model_name="tiny-kimi")
+    card = (tmp_path / "README.md").read_text()
+    assert "2501.12599" in card and "Kimi k1.5" in card and "trl-kimi" in card
+
+
+def test_mean_baseline_matches_trl_with_scale_rewards_none():
+    # Sanity anchor: TRL's own advantages with scale_rewards="none" are the same numbers as ours.
+    rewards = torch.tensor([0.1, 0.9, 0.5, 0.0, 0.0, 1.0])
+    trl_style = rewards - rewards.view(-1, 3).mean(dim=1).repeat_interleave(3)
+    torch.testing.assert_close(mean_baseline_advantages(rewards, 3), trl_style)

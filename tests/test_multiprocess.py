@@ -1,0 +1,69 @@
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from trl_kimi.losses import mean_baseline_advantages
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_group_split_across_two_processes_gets_the_one_process_advantages(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        str(REPO / "tests" / "scripts" / "two_process_advantages.py"),
+        str(tmp_path),
+    ]
+    result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+
+    checked_straddling = 0
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    for batch0, batch1 in zip(ranks[0]["batches"], ranks[1]["batches"], strict=True):
+        # The generated batch in global order is rank 0's slice then rank 1's: 3 prompts x 4 generations.
+        prompts = batch0["prompts"] + batch1["prompts"]
+        rewards = torch.tensor(batch0["rewards"] + batch1["rewards"], dtype=torch.float64)
+        advantages = batch0["advantages"] + batch1["advantages"]
+        assert len(prompts) == 12
+        assert all(len(set(prompts[g : g + 4])) == 1 for g in range(0, 12, 4))
+        assert batch0["prompts"][-1] == batch1["prompts"][0]  # the middle group straddles the two processes
+
+        # Same numbers as one process holding the whole batch...
+        one_process = mean_baseline_advantages(rewards, num_generations=4)
+        assert advantages == pytest.approx(one_process.tolist(), abs=1e-6)
+        # ...and not what each process would compute from its own slice (the mistake this guards against).
+        local = [
+            r - sum(batch["rewards"][g : g + 2]) / 2
+            for batch in (batch0, batch1)
+            for g in (0, 2, 4)
+            for r in batch["rewards"][g : g + 2]
+        ]
+        straddling = slice(4, 8)
+        half0, half1 = batch0["rewards"][4:], batch1["rewards"][:2]
+        if abs(sum(half0) - sum(half1)) > 1e-6:  # the halves' own means differ from the group's
+            assert advantages[straddling] != pytest.approx(local[straddling], abs=1e-6)
+            checked_straddling += 1
+    assert checked_straddling > 0

@@ -1,0 +1,36 @@
+"""Tiny, local, seeded building blocks shared by the tests (no Hub access)."""
+
+from trl_kimi import KimiConfig
+from trl_kimi.tasks import arithmetic
+
+
+def tiny_model(tokenizer, seed: int = 0):
+    """A 2-layer, 32-wide Qwen2 over the embedded task's character vocabulary (~30k parameters)."""
+    return arithmetic.make_model(tokenizer, hidden_size=32, num_layers=2, num_heads=2, seed=seed)
+
+
+def tiny_config(output_dir, **overrides) -> KimiConfig:
+    """A KimiConfig for a few CPU steps: 2 prompts x 3 generations per generated batch, 8-token completions."""
+    kwargs = dict(
+        output_dir=str(output_dir),
+        use_cpu=True,
+        bf16=False,
+        seed=0,
+        max_steps=2,
+        learning_rate=1e-2,  # large, so that two steps visibly move a tiny model
+        per_device_train_batch_size=6,
+        num_generations=3,
+        max_completion_length=8,
+        gradient_checkpointing=False,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+    )
+    kwargs.update(overrides)
+    return KimiConfig(**kwargs)
+
+
+def digit_fraction_reward(completions: list[str], **kwargs) -> list[float]:
+    """A reward that varies within a group even for an untrained model: the fraction of digits in the completion."""
+    return [sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions]

@@ -1,0 +1,239 @@
+r"""The embedded task: adding a chain of digits, with a chain of thought of variable length, and a tiny model for it.
+
+Everything is made locally (no Hub): a character-level tokenizer, a small `Qwen2ForCausalLM`, datasets drawn from a
+seeded generator, and an exact verifier. Correct answers come in two lengths, which is what the Kimi recipe is about:
+
+- **long** (chain of thought): each term, found by its letter tag, then the running sum; its length grows with the
+  number of terms::
+
+      a3b5c8d2=  →  a3:3,b5:8,c8:16,d2:18=18
+
+- **short**: the answer alone, ``=18``.
+
+A tiny model warm-started on a mix of both formats solves the long form far more often than the short one (each step
+is a lookup and a one-digit addition), so RL with a correctness reward raises accuracy by learning to think longer; the
+length penalty and the long2short methods then have room to shorten answers where the short form suffices.
+
+Example:
+```python
+>>> prompt_text([3, 5, 8, 2]), long_solution([3, 5, 8, 2]), short_solution([3, 5, 8, 2])
+('a3b5c8d2=', 'a3:3,b5:8,c8:16,d2:18=18', '=18')
+>>> addition_reward(["a3:3,b5:8,c8:16,d2:18=18", "=18", "=17", "a3:3,b5:8,c8:16"], answer=["18"] * 4)
+[1.0, 1.0, 0.0, 0.0]
+
+```
+"""
+
+import random
+from collections.abc import Callable
+
+import torch
+from datasets import Dataset
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+
+__all__ = [
+    "addition_reward",
+    "evaluate_accuracy",
+    "extract_answer",
+    "long_solution",
+    "make_model",
+    "make_rl_dataset",
+    "make_sft_dataset",
+    "make_tokenizer",
+    "short_solution",
+]
+
+MIN_TERMS = 2
+PAD, EOS = "<pad>", "<eos>"
+# Every character the task writes. The tokenizer has one token per character, so a length in tokens is the length in
+# characters (+1 for the end-of-sequence token).
+ALPHABET = list("0123456789=:,abcdefghij")
+TAGS = "abcdefghij"  # one per term: the chain of thought finds each term by its tag (an induction-head lookup)
+PAD_ID, EOS_ID = 0, 1
+
+
+# ---------------------------------------------------------------------------------------------------- text formats
+def prompt_text(terms: list[int]) -> str:
+    """Each digit behind its letter tag, then ``=``: ``[3, 5, 8, 2]`` → ``a3b5c8d2=``."""
+    return "".join(f"{tag}{t}" for tag, t in zip(TAGS, terms)) + "="
+
+
+def long_solution(terms: list[int], slip_at: int | None = None) -> str:
+    """
+    Each term behind its tag, then the running sum, then the answer: ``a3:3,b5:8,c8:16,d2:18=18``.
+
+    `slip_at=i` writes the running sum of step i one too high, and carries the error on to the answer, like a
+    careless demonstrator would: ``a3:3,b5:9,c8:17,d2:19=19``.
+    """
+    steps, total = [], 0
+    for i, (tag, term) in enumerate(zip(TAGS, terms)):
+        total += term + (1 if i == slip_at else 0)
+        steps.append(f"{tag}{term}:{total}")
+    return ",".join(steps) + f"={total}"
+
+
+def short_solution(terms: list[int], slip: bool = False) -> str:
+    """The answer alone: ``=18`` (``=19`` with a slip)."""
+    return f"={sum(terms) + int(slip)}"
+
+
+def _problems(num: int, seed: int, max_terms: int, exclude: set[str] = frozenset()) -> list[list[int]]:
+    # The number of terms is drawn uniformly first, so short and long problems are equally frequent.
+    rng, seen, out = random.Random(seed), set(exclude), []
+    num_distinct = sum(10**n for n in range(MIN_TERMS, max_terms + 1)) - len(seen)
+    if num > num_distinct:
+        raise ValueError(f"Only {num_distinct} distinct problems have at most {max_terms} terms; asked for {num}.")
+    while len(out) < num:
+        terms = [rng.randint(0, 9) for _ in range(rng.randint(MIN_TERMS, max_terms))]
+        if prompt_text(terms) not in seen:
+            seen.add(prompt_text(terms))
+            out.append(terms)
+    return out
+
+
+def make_sft_dataset(
+    num: int = 4000, seed: int = 0, max_terms: int = 7, long_fraction: float = 0.5, slip_rate: float = 0.0
+) -> Dataset:
+    """
+    Prompt/completion pairs in TRL's SFT format; a `long_fraction` of them show the chain of thought.
+
+    A `slip_rate` of the answers carry one arithmetic slip (a running sum one too high, carried on), as imperfect
+    demonstrations do: a model imitating them makes the same mistakes at that rate, which RL with a verifier can
+    train away.
+    """
+    if not 0.0 <= slip_rate <= 1.0 or not 0.0 <= long_fraction <= 1.0:
+        raise ValueError(f"slip_rate and long_fraction must be in [0, 1], got {slip_rate} and {long_fraction}.")
+    rng = random.Random(seed + 1)
+    rows = {"prompt": [], "completion": []}
+    for terms in _problems(num, seed, max_terms):
+        slip = rng.random() < slip_rate
+        if rng.random() < long_fraction:
+            completion = long_solution(terms, slip_at=rng.randrange(len(terms)) if slip else None)
+        else:
+            completion = short_solution(terms, slip=slip)
+        rows["prompt"].append(prompt_text(terms))
+        rows["completion"].append(completion)
+    return Dataset.from_dict(rows)
+
+
+def make_rl_dataset(num: int, seed: int, max_terms: int = 7, exclude: Dataset | None = None) -> Dataset:
+    """Prompts with their `answer` column, disjoint from the prompts of `exclude` (e.g. the SFT or train split)."""
+    excluded = set(exclude["prompt"]) if exclude is not None else set()
+    problems = _problems(num, seed, max_terms, exclude=excluded)
+    return Dataset.from_dict({"prompt": [prompt_text(t) for t in problems], "answer": [str(sum(t)) for t in problems]})
+
+
+# ---------------------------------------------------------------------------------------------------- reward
+def extract_answer(completion: str) -> str | None:
+    """The number after the last ``=``, or `None` when there is none."""
+    answer = completion.rsplit("=", 1)[-1].strip()
+    return answer if answer.isdigit() else None
+
+
+def addition_reward(
+    completions: list, answer: list[str], completion_ids: list[list[int]] | None = None, **kwargs
+) -> list[float]:
+    """
+    TRL reward function: 1.0 when the final answer equals the `answer` column exactly, else 0.0.
+
+    When TRL passes `completion_ids`, a completion that did not end with the end-of-sequence token was cut by
+    `max_completion_length` and scores 0, whatever its last digits say.
+    """
+    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+    finished = (
+        [True] * len(texts)
+        if completion_ids is None
+        else [len(ids) > 0 and ids[-1] == EOS_ID for ids in completion_ids]
+    )
+    return [
+        float(done and extract_answer(text) == str(gold))
+        for text, gold, done in zip(texts, answer, finished, strict=True)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------- model
+def make_tokenizer() -> PreTrainedTokenizerFast:
+    """A character-level tokenizer over the task's alphabet, with `<pad>` and `<eos>`; pads on the left (TRL's need)."""
+    vocab = {token: i for i, token in enumerate([PAD, EOS, *ALPHABET])}  # PAD_ID = 0, EOS_ID = 1
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=PAD))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token=PAD, eos_token=EOS, padding_side="left")
+
+
+def make_model(
+    tokenizer: PreTrainedTokenizerFast,
+    hidden_size: int = 128,
+    num_layers: int = 4,
+    num_heads: int = 4,
+    seed: int = 0,
+) -> Qwen2ForCausalLM:
+    """A small Qwen2 (about 0.6M parameters by default) initialised from `seed`."""
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=4 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate_accuracy(
+    model,
+    tokenizer: PreTrainedTokenizerFast,
+    dataset: Dataset,
+    reward_func: Callable = addition_reward,
+    num_samples: int = 4,
+    temperature: float = 1.0,
+    max_new_tokens: int = 96,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> dict[str, float]:
+    """
+    Mean reward (pass@1 averaged over `num_samples` samples per prompt) and mean completion length in tokens.
+
+    `temperature=0` decodes greedily (then `num_samples` is 1).
+    """
+    greedy = temperature == 0
+    num_samples = 1 if greedy else num_samples
+    prompts = [p for p in dataset["prompt"] for _ in range(num_samples)]
+    columns = {k: [v for v in dataset[k] for _ in range(num_samples)] for k in dataset.column_names if k != "prompt"}
+    was_training = model.training
+    model.eval()
+    torch.manual_seed(seed)
+    rewards, lengths = [], []
+    for start in range(0, len(prompts), batch_size):
+        batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True)
+        sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature, "top_k": 0}
+        out = model.generate(**batch, max_new_tokens=max_new_tokens, **sampling)
+        completion_ids = out[:, batch["input_ids"].shape[1] :]
+        # Length up to and including the first EOS (or all tokens when truncated).
+        is_eos = completion_ids == tokenizer.eos_token_id
+        has_eos = is_eos.any(dim=1)
+        first_eos = is_eos.int().argmax(dim=1)
+        lengths += torch.where(has_eos, first_eos + 1, completion_ids.shape[1]).tolist()
+        texts = [
+            tokenizer.decode(ids[: n if e else None], skip_special_tokens=True)
+            for ids, n, e in zip(completion_ids, first_eos.tolist(), has_eos.tolist(), strict=True)
+        ]
+        # A truncated completion has no final answer: it scores 0.
+        texts = [t if e else "" for t, e in zip(texts, has_eos.tolist(), strict=True)]
+        batch_columns = {k: v[start : start + batch_size] for k, v in columns.items()}
+        rewards += reward_func(texts, **batch_columns)
+    model.train(was_training)
+    return {"accuracy": sum(rewards) / len(rewards), "mean_tokens": sum(lengths) / len(lengths)}

@@ -1,0 +1,163 @@
+import math
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+from ..losses import LOGPROB_REDUCTIONS
+
+
+# GRPOConfig options that select another objective than the mirror-descent loss. Each maps to the only value the Kimi
+# trainer accepts and the reason; a different value would be silently ignored by our `_compute_loss`, so it is refused.
+_FIXED_BY_THE_METHOD = {
+    "loss_type": (
+        "mirror_descent",
+        "the loss is always the mirror-descent loss; use trl.GRPOTrainer for other losses",
+    ),
+    "scale_rewards": ("none", "the advantage is r - mean(r) over the group, never divided by a standard deviation"),
+    "multi_objective_aggregation": (
+        "sum_then_normalize",
+        "rewards are summed with `reward_weights` and only then given a mean baseline",
+    ),
+    "epsilon": (None, "there is no PPO clip: the l2 pull towards the iteration's policy (tau) is the trust region"),
+    "epsilon_high": (
+        None,
+        "there is no PPO clip: the l2 pull towards the iteration's policy (tau) is the trust region",
+    ),
+    "delta": (None, "there is no two-sided PPO clip: the l2 pull (tau) is the trust region"),
+    "importance_sampling_level": ("token", "the loss uses sequence log-probabilities and no importance ratio"),
+    "off_policy_mask_threshold": (None, "off-policy sequence masking is not part of the mirror-descent objective"),
+    "top_entropy_quantile": (1.0, "every completion token enters the sequence log-probability"),
+    "entropy_coef": (0.0, "an entropy bonus is not part of the mirror-descent objective"),
+    "use_adaptive_entropy": (False, "an entropy bonus is not part of the mirror-descent objective"),
+}
+
+
+@dataclass
+class KimiConfig(GRPOConfig):
+    r"""
+    Configuration class for the [`KimiMirrorDescentTrainer`].
+
+    Online mirror descent from [Kimi k1.5: Scaling Reinforcement Learning with
+    LLMs](https://huggingface.co/papers/2501.12599), §2.3.2. [`KimiConfig`] inherits every parameter from
+    [`~trl.GRPOConfig`] (generation, vLLM, logging, `beta` KL to a fixed reference, ...) and adds the three below.
+    GRPO options that define another objective (PPO clipping, std-scaled advantages, other loss types, entropy
+    terms) are fixed by the method: setting them raises an error instead of being silently ignored.
+
+    Parameters:
+        > Parameters that control the mirror-descent objective
+
+        tau (`float`, *optional*, defaults to `0.1`):
+            τ > 0, the strength of the l2 pull ``(τ/2)·(log πθ − log πθi)²`` towards πθi, the policy at the start of
+            the iteration (when the batch was generated). It has zero gradient at θ = θi, so it only acts on the
+            2nd, 3rd, ... optimizer steps made on the same generated batch: set `steps_per_generation` larger than
+            `gradient_accumulation_steps`, or `num_iterations` > 1. With one step per batch the update is REINFORCE
+            with a mean baseline. Suggested value with `logprob_reduction="sum"`: 0.1.
+        logprob_reduction (`str`, *optional*, defaults to `"sum"`):
+            How per-token log-probabilities become the sequence log-probability ``log π(y|x)``. `"sum"`: the
+            report's sequence log-probability. `"mean"`: divided by the completion length; for very long answers,
+            where ρ = log πθ − log πθi summed over thousands of tokens makes the τ term dominate. It changes the
+            objective (shorter answers get relatively larger per-token gradients).
+        reset_optimizer_each_iteration (`bool`, *optional*, defaults to `False`):
+            Whether to clear the optimizer state (e.g. Adam moments) at each new generated batch. The report does so,
+            because each iteration is a new optimisation problem; turn it on for the paper's recipe. Off by default
+            because TRL users expect the optimizer state to persist. The learning-rate schedule is not reset.
+
+    > [!NOTE]
+    > These parameters have default values different from [`~trl.GRPOConfig`]:
+    > - `loss_type`: `"mirror_descent"` (the only accepted value).
+    > - `scale_rewards`: `"none"` (the only accepted value): the advantage is ``r − r̄``.
+    > - `epsilon`: `None` (the only accepted value): there is no clipping.
+
+    Example:
+    ```python
+    >>> from trl_kimi import KimiConfig
+    >>> args = KimiConfig(
+    ...     output_dir="kimi-run", tau=0.1, num_generations=8, steps_per_generation=2,
+    ...     use_cpu=True, bf16=False,  # on a CPU-only machine; drop both on a GPU
+    ... )
+    >>> args.tau, args.logprob_reduction, args.scale_rewards
+    (0.1, 'sum', 'none')
+
+    ```
+    """
+
+    tau: float = field(
+        default=0.1,
+        metadata={
+            "help": "tau > 0: strength of the l2 pull (tau/2)*(log pi_theta - log pi_theta_i)^2 towards the policy at "
+            "the start of the iteration. It only acts on the 2nd, 3rd, ... optimizer steps made on one generated "
+            "batch (steps_per_generation > gradient_accumulation_steps, or num_iterations > 1)."
+        },
+    )
+    logprob_reduction: str = field(
+        default="sum",
+        metadata={
+            "help": "How token log-probabilities form the sequence log-probability: 'sum' (the report's, default) or "
+            "'mean' (divided by the completion length, for very long answers).",
+            "choices": list(LOGPROB_REDUCTIONS),
+        },
+    )
+    reset_optimizer_each_iteration: bool = field(
+        default=False,
+        metadata={
+            "help": "Clear the optimizer state (Adam moments) at each new generated batch, as the report does. "
+            "The learning-rate schedule is not reset."
+        },
+    )
+
+    # GRPOConfig fields whose default changes: see `_FIXED_BY_THE_METHOD` for why each is fixed.
+    loss_type: str = field(
+        default="mirror_descent",
+        metadata={"help": "Fixed to 'mirror_descent': the Kimi k1.5 mirror-descent loss."},
+    )
+    scale_rewards: str = field(
+        default="none",
+        metadata={"help": "Fixed to 'none': the advantage is r - mean(r) over the prompt's group, not std-scaled."},
+    )
+    epsilon: float | None = field(
+        default=None,
+        metadata={"help": "Must stay unset: the mirror-descent loss has no PPO clip; tau is its trust region."},
+    )
+
+    def __post_init__(self):
+        # Checked before GRPOConfig's own check so that the message gives the Kimi reason and the fix.
+        if self.num_generations is not None and self.num_generations < 2:
+            raise ValueError(
+                f"num_generations must be >= 2, got {self.num_generations}: the mean reward of a prompt's samples is "
+                "the baseline, so each prompt needs at least 2 samples. Pass --num_generations 8 (the default)."
+            )
+        super().__post_init__()
+
+        if isinstance(self.tau, bool) or not isinstance(self.tau, int | float) or not math.isfinite(self.tau):
+            raise ValueError(f"tau must be a finite number > 0, got {self.tau!r}; pass e.g. --tau 0.1.")
+        if self.tau <= 0:
+            raise ValueError(
+                f"tau must be > 0, got {self.tau}: it is the strength of the pull towards the previous iteration's "
+                "policy and a KL weight cannot be zero or negative. Pass a positive value, e.g. --tau 0.1."
+            )
+        if self.logprob_reduction not in LOGPROB_REDUCTIONS:
+            raise ValueError(
+                f"logprob_reduction must be one of {LOGPROB_REDUCTIONS}, got {self.logprob_reduction!r}; pass "
+                "--logprob_reduction sum (the report's sequence log-probability) or mean."
+            )
+
+        # GRPOConfig normalises scale_rewards=False to "none"; compare after that.
+        for name, (required, reason) in _FIXED_BY_THE_METHOD.items():
+            value = getattr(self, name)
+            if value != required:
+                raise ValueError(
+                    f"{name}={value!r} contradicts the Kimi mirror-descent method: {reason}. "
+                    f"Leave {name} at its KimiConfig default ({required!r})."
+                )
+
+        if (
+            self.use_vllm
+            and self.vllm_importance_sampling_correction
+            and not self.vllm_importance_sampling_mode.startswith("sequence_")
+        ):
+            raise ValueError(
+                f"vllm_importance_sampling_mode={self.vllm_importance_sampling_mode!r} gives one importance ratio per "
+                "token, but the mirror-descent loss is written over whole-sequence log-probabilities and needs one per "
+                "sample. Use 'sequence_mask' (the default) or 'sequence_truncate', or set "
+                "vllm_importance_sampling_correction=False."
+            )
