@@ -15,7 +15,7 @@ One process on CPU:
 
 ```bash
 python examples/kimi_arithmetic.py --model_name_or_path runs/demo/warm_start --output_dir runs/arithmetic \
-    --use_cpu --bf16 False --max_steps 120 --learning_rate 1e-4 --per_device_train_batch_size 64 \
+    --use_cpu --bf16 False --max_steps 120 --learning_rate 5e-5 --per_device_train_batch_size 64 \
     --steps_per_generation 2 --num_generations 8 --max_completion_length 64 --tau 0.1 --report_to none
 ```
 
@@ -24,7 +24,7 @@ Two CPU processes (gloo); a prompt's 8 samples may be dealt to both, the baselin
 ```bash
 accelerate launch --config_file examples/accelerate_configs/cpu_2proc.yaml examples/kimi_arithmetic.py \
     --model_name_or_path runs/demo/warm_start --output_dir runs/arithmetic-2proc \
-    --use_cpu --bf16 False --max_steps 60 --learning_rate 1e-4 --per_device_train_batch_size 32 \
+    --use_cpu --bf16 False --max_steps 60 --learning_rate 5e-5 --per_device_train_batch_size 32 \
     --steps_per_generation 2 --num_generations 8 --max_completion_length 64 --report_to none
 ```
 """

@@ -2,7 +2,8 @@ r"""
 The main job on the embedded default: Kimi k1.5 mirror-descent RL on a tiny model, offline, on CPU, in minutes.
 
 1. Build a character-level tokenizer and a small Qwen2 from scratch (`trl_kimi.tasks.arithmetic`).
-2. Warm start: a short SFT with TRL's `SFTTrainer` on a mix of long (chain of thought) and short answers.
+2. Warm start: a short SFT with TRL's `SFTTrainer` on a mix of long (chain of thought) and short answers, as
+   imperfect as real demonstrations: half of the short answers are one too high.
 3. Measure accuracy on a held-out split (pass@1 averaged over samples at the RL temperature, and greedy).
 4. RL with [`KimiMirrorDescentTrainer`] and the task's exact verifier as reward.
 5. Measure again; save the model, its tokenizer and a model card; plot reward and completion length per step.
@@ -43,23 +44,26 @@ class DemoArguments:
     seed: int = field(default=0, metadata={"help": "Seed of the datasets, the model initialisation and training."})
     max_terms: int = field(default=7, metadata={"help": "Largest number of terms in a problem (2 to 10)."})
     num_sft_examples: int = field(default=4000, metadata={"help": "Size of the warm-start SFT set."})
-    sft_steps: int = field(default=250, metadata={"help": "Optimizer steps of the warm-start SFT."})
+    sft_steps: int = field(default=400, metadata={"help": "Optimizer steps of the warm-start SFT."})
     sft_learning_rate: float = field(default=3e-3, metadata={"help": "Peak learning rate of the SFT (cosine)."})
     long_fraction: float = field(
         default=0.5, metadata={"help": "Fraction of SFT answers written with the chain of thought."}
     )
-    slip_rate: float = field(
-        default=0.3, metadata={"help": "Fraction of SFT answers with one arithmetic slip (imperfect demonstrations)."}
+    long_slip_rate: float = field(
+        default=0.0, metadata={"help": "Fraction of SFT chains of thought with one arithmetic slip."}
+    )
+    short_slip_rate: float = field(
+        default=0.5, metadata={"help": "Fraction of SFT answers-without-working that are off by one (guesses)."}
     )
     rl_warmup_steps: int = field(default=20, metadata={"help": "Linear learning-rate warm-up of the RL phase."})
     num_train_prompts: int = field(default=2000, metadata={"help": "Prompts of the RL training split."})
     num_eval_prompts: int = field(default=200, metadata={"help": "Prompts of the held-out split."})
     eval_samples: int = field(default=4, metadata={"help": "Samples per held-out prompt for the sampled pass@1."})
-    rl_steps: int = field(default=120, metadata={"help": "Optimizer steps of the RL phase."})
-    rl_learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of the RL phase (constant)."})
+    rl_steps: int = field(default=200, metadata={"help": "Optimizer steps of the RL phase."})
+    rl_learning_rate: float = field(default=5e-5, metadata={"help": "Learning rate of the RL phase (constant)."})
     tau: float = field(default=0.1, metadata={"help": "Kimi tau: the l2 pull towards the iteration's policy."})
     num_generations: int = field(default=8, metadata={"help": "Samples per prompt, k."})
-    prompts_per_batch: int = field(default=8, metadata={"help": "Prompts per generated batch."})
+    prompts_per_batch: int = field(default=16, metadata={"help": "Prompts per generated batch."})
     steps_per_generation: int = field(
         default=2, metadata={"help": "Optimizer steps per generated batch (tau acts from the 2nd on)."}
     )
@@ -131,9 +135,17 @@ def plot_history(log_history: list[dict], path: Path) -> None:
     rows = [row for row in log_history if "reward" in row]
     steps = [row["step"] for row in rows]
     fig, (ax_reward, ax_length) = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax_reward.plot(steps, [row["reward"] for row in rows], color="tab:blue")
+    for ax, key, color in ((ax_reward, "reward", "tab:blue"), (ax_length, "completions/mean_length", "tab:orange")):
+        values = [row[key] for row in rows]
+        window = max(1, len(values) // 10)  # one generated batch is noisy: overlay a running mean
+        smooth = [
+            sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1])
+            for i in range(len(values))
+        ]
+        ax.plot(steps, values, color=color, alpha=0.35, label="per step")
+        ax.plot(steps, smooth, color=color, label=f"running mean ({window})")
+        ax.legend(loc="lower right", fontsize=8)
     ax_reward.set(xlabel="step", ylabel="mean reward (accuracy)", title="Reward per step", ylim=(0, 1))
-    ax_length.plot(steps, [row["completions/mean_length"] for row in rows], color="tab:orange")
     ax_length.set(xlabel="step", ylabel="tokens", title="Mean completion length per step")
     for ax in (ax_reward, ax_length):
         ax.grid(alpha=0.3)
@@ -164,18 +176,71 @@ def evaluate(args: DemoArguments, model, tokenizer, dataset) -> dict[str, float]
     }
 
 
-def model_card_results(args: DemoArguments, before: dict, after: dict, seconds: float) -> str:
-    return (
-        "\n## Results on the embedded task\n\n"
-        f"Held-out split of {args.num_eval_prompts} chain-sum problems (2 to {args.max_terms} terms), pass@1 averaged "
-        f"over {args.eval_samples} samples at temperature 1.0, and greedy decoding.\n\n"
-        "| | pass@1 (T=1.0) | mean tokens | greedy accuracy |\n|---|---|---|---|\n"
-        f"| after SFT warm start | {before['accuracy']:.3f} | {before['mean_tokens']:.1f} | "
-        f"{before['greedy_accuracy']:.3f} |\n"
-        f"| after Kimi RL ({args.rl_steps} steps, tau={args.tau}) | {after['accuracy']:.3f} | "
-        f"{after['mean_tokens']:.1f} | {after['greedy_accuracy']:.3f} |\n\n"
-        f"Reproduce: `python -m trl_kimi.demo --seed {args.seed}` ({seconds / 60:.1f} min on this run's machine).\n"
-    )
+def demo_model_card(args: DemoArguments, before: dict, after: dict, seconds: float) -> str:
+    """The card of the demo model: what it is, how to run it, what it scored, how to reproduce it."""
+    return f"""---
+library_name: transformers
+tags:
+- trl
+- trl-kimi
+- kimi-k1.5
+- mirror-descent
+license: apache-2.0
+---
+
+# kimi-chain-sum-tiny
+
+A {args.hidden_size}-wide, {args.num_layers}-layer Qwen2 (about 1M parameters, character-level tokenizer) trained from
+scratch on the chain-sum task of trl-kimi (`trl_kimi.tasks.arithmetic`):
+a short SFT warm start with TRL's `SFTTrainer`, then Kimi k1.5 online mirror descent
+([arXiv:2501.12599](https://huggingface.co/papers/2501.12599)) with `KimiMirrorDescentTrainer` and an exact verifier.
+A demonstration model, not a general one: it only knows this task.
+
+## Quick start
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{args.output_dir}/model")
+model = AutoModelForCausalLM.from_pretrained("{args.output_dir}/model")
+inputs = tokenizer(["a3b5c8d2="], return_tensors="pt")  # 3 + 5 + 8 + 2
+output = model.generate(**inputs, max_new_tokens=64, do_sample=False)
+print(tokenizer.decode(output[0, inputs.input_ids.shape[1]:], skip_special_tokens=True))  # e.g. =18
+```
+
+## Results on the embedded task
+
+Held-out split of {args.num_eval_prompts} problems (2 to {args.max_terms} terms), pass@1 averaged over
+{args.eval_samples} samples at temperature 1.0, and greedy decoding.
+
+| | pass@1 (T=1.0) | mean tokens | greedy accuracy |
+|---|---|---|---|
+| after SFT warm start ({args.sft_steps} steps) | {before["accuracy"]:.3f} | {before["mean_tokens"]:.1f} | \
+{before["greedy_accuracy"]:.3f} |
+| after Kimi RL ({args.rl_steps} steps, tau={args.tau}, k={args.num_generations}) | {after["accuracy"]:.3f} | \
+{after["mean_tokens"]:.1f} | {after["greedy_accuracy"]:.3f} |
+
+## Training procedure
+
+SFT: {args.num_sft_examples} examples, {args.long_fraction:.0%} with the chain of thought; {args.short_slip_rate:.0%} of \
+the answers given without working and {args.long_slip_rate:.0%} of the chains of thought carry a slip (imperfect \
+demonstrations). RL: {args.rl_steps} optimizer steps, {args.prompts_per_batch} prompts x {args.num_generations} samples \
+per generated batch, {args.steps_per_generation} optimizer steps per batch, learning rate {args.rl_learning_rate} \
+(warm-up {args.rl_warmup_steps} steps), tau = {args.tau}, reward 1 for an exact final answer.
+
+Reproduce: `python -m trl_kimi.demo --seed {args.seed}` ({seconds / 60:.1f} min on the 2-core CPU machine of this run).
+
+## Citation
+
+```bibtex
+@article{{kimiteam2025kimik15,
+    title  = {{{{Kimi k1.5: Scaling Reinforcement Learning with LLMs}}}},
+    author = {{{{Kimi Team}}}},
+    year   = 2025,
+    eprint = {{arXiv:2501.12599}},
+}}
+```
+"""
 
 
 def main(args: DemoArguments) -> dict:
@@ -193,7 +258,8 @@ def main(args: DemoArguments) -> dict:
         seed=args.seed,
         max_terms=args.max_terms,
         long_fraction=args.long_fraction,
-        slip_rate=args.slip_rate,
+        long_slip_rate=args.long_slip_rate,
+        short_slip_rate=args.short_slip_rate,
     )
     eval_dataset = arithmetic.make_rl_dataset(
         args.num_eval_prompts, seed=args.seed + 1, max_terms=args.max_terms, exclude=sft_dataset
@@ -229,11 +295,8 @@ def main(args: DemoArguments) -> dict:
     final_dir = out / "model"
     trainer.save_model(str(final_dir))
     tokenizer.save_pretrained(str(final_dir))
-    trainer.args.output_dir = str(final_dir)  # the card goes next to the weights
-    trainer.create_model_card(model_name="kimi-chain-sum-tiny", dataset_name="trl_kimi.tasks.arithmetic")
     seconds = time.perf_counter() - start
-    with open(final_dir / "README.md", "a") as card:
-        card.write(model_card_results(args, before, after, seconds))
+    (final_dir / "README.md").write_text(demo_model_card(args, before, after, seconds))
     plot_history(trainer.state.log_history, out / "training_curves.png")
 
     results = {"before": before, "after": after, "seconds": round(seconds, 1), "args": asdict(args)}

@@ -10,9 +10,11 @@ seeded generator, and an exact verifier. Correct answers come in two lengths, wh
 
 - **short**: the answer alone, ``=18``.
 
-A tiny model warm-started on a mix of both formats solves the long form far more often than the short one (each step
-is a lookup and a one-digit addition), so RL with a correctness reward raises accuracy by learning to think longer; the
-length penalty and the long2short methods then have room to shorten answers where the short form suffices.
+The demo's warm start imitates imperfect demonstrations, as real SFT data is: half of its answers-without-working are
+one too high (`short_slip_rate`), while its chains of thought are right. The SFT model inherits both habits (at
+temperature 1 it is right about 48% of the time the long way and 31% the short way, 2 to 7 terms), and RL with the
+exact verifier raises accuracy by training the imitated slips away; the length penalty and the long2short methods
+then have room to shorten answers where the short form suffices.
 
 Example:
 ```python
@@ -94,25 +96,36 @@ def _problems(num: int, seed: int, max_terms: int, exclude: set[str] = frozenset
 
 
 def make_sft_dataset(
-    num: int = 4000, seed: int = 0, max_terms: int = 7, long_fraction: float = 0.5, slip_rate: float = 0.0
+    num: int = 4000,
+    seed: int = 0,
+    max_terms: int = 7,
+    long_fraction: float = 0.5,
+    long_slip_rate: float = 0.0,
+    short_slip_rate: float = 0.0,
 ) -> Dataset:
     """
     Prompt/completion pairs in TRL's SFT format; a `long_fraction` of them show the chain of thought.
 
-    A `slip_rate` of the answers carry one arithmetic slip (a running sum one too high, carried on), as imperfect
-    demonstrations do: a model imitating them makes the same mistakes at that rate, which RL with a verifier can
-    train away.
+    Demonstrations can be imperfect, as real ones are: a `long_slip_rate` of the long answers carry one arithmetic slip
+    (a running sum one too high, carried on to the answer) and a `short_slip_rate` of the short answers are one too
+    high. Answers given without working are the less reliable ones in real data; a model imitating them makes the
+    same mistakes at the same rates, which RL with a verifier can train away (e.g. by answering the long way).
     """
-    if not 0.0 <= slip_rate <= 1.0 or not 0.0 <= long_fraction <= 1.0:
-        raise ValueError(f"slip_rate and long_fraction must be in [0, 1], got {slip_rate} and {long_fraction}.")
+    for name, value in [
+        ("long_fraction", long_fraction),
+        ("long_slip_rate", long_slip_rate),
+        ("short_slip_rate", short_slip_rate),
+    ]:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {value}.")
     rng = random.Random(seed + 1)
     rows = {"prompt": [], "completion": []}
     for terms in _problems(num, seed, max_terms):
-        slip = rng.random() < slip_rate
         if rng.random() < long_fraction:
-            completion = long_solution(terms, slip_at=rng.randrange(len(terms)) if slip else None)
+            slip_at = rng.randrange(len(terms)) if rng.random() < long_slip_rate else None
+            completion = long_solution(terms, slip_at=slip_at)
         else:
-            completion = short_solution(terms, slip=slip)
+            completion = short_solution(terms, slip=rng.random() < short_slip_rate)
         rows["prompt"].append(prompt_text(terms))
         rows["completion"].append(completion)
     return Dataset.from_dict(rows)
