@@ -23,6 +23,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from statistics import fmean
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here needs the Hub; never wait on it
@@ -138,10 +139,7 @@ def plot_history(log_history: list[dict], path: Path) -> None:
     for ax, key, color in ((ax_reward, "reward", "tab:blue"), (ax_length, "completions/mean_length", "tab:orange")):
         values = [row[key] for row in rows]
         window = max(1, len(values) // 10)  # one generated batch is noisy: overlay a running mean
-        smooth = [
-            sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1])
-            for i in range(len(values))
-        ]
+        smooth = [fmean(values[max(0, i - window + 1) : i + 1]) for i in range(len(values))]
         ax.plot(steps, values, color=color, alpha=0.35, label="per step")
         ax.plot(steps, smooth, color=color, label=f"running mean ({window})")
         ax.legend(loc="lower right", fontsize=8)
@@ -178,20 +176,18 @@ def evaluate(args: DemoArguments, model, tokenizer, dataset) -> dict[str, float]
 
 def demo_model_card(args: DemoArguments, before: dict, after: dict, seconds: float) -> str:
     """The card of the demo model: what it is, how to run it, what it scored, how to reproduce it."""
+    tags = "\n".join(f"- {tag}" for tag in KimiMirrorDescentTrainer._tag_names)
+    citation = KimiMirrorDescentTrainer._paper["citation"]
     return f"""---
 library_name: transformers
 tags:
-- trl
-- trl-kimi
-- kimi-k1.5
-- mirror-descent
+{tags}
 license: apache-2.0
 ---
 
 # kimi-chain-sum-tiny
 
-A {args.hidden_size}-wide, {args.num_layers}-layer Qwen2 (about 1M parameters, character-level tokenizer) trained from
-scratch on the chain-sum task of trl-kimi (`trl_kimi.tasks.arithmetic`):
+A {args.hidden_size}-wide, {args.num_layers}-layer Qwen2 (character-level tokenizer) trained from scratch on the chain-sum task of trl-kimi (`trl_kimi.tasks.arithmetic`):
 a short SFT warm start with TRL's `SFTTrainer`, then Kimi k1.5 online mirror descent
 ([arXiv:2501.12599](https://huggingface.co/papers/2501.12599)) with `KimiMirrorDescentTrainer` and an exact verifier.
 A demonstration model, not a general one: it only knows this task.
@@ -228,17 +224,12 @@ demonstrations). RL: {args.rl_steps} optimizer steps, {args.prompts_per_batch} p
 per generated batch, {args.steps_per_generation} optimizer steps per batch, learning rate {args.rl_learning_rate} \
 (warm-up {args.rl_warmup_steps} steps), tau = {args.tau}, reward 1 for an exact final answer.
 
-Reproduce: `python -m trl_kimi.demo --seed {args.seed}` ({seconds / 60:.1f} min on the 2-core CPU machine of this run).
+Reproduce: `python -m trl_kimi.demo --seed {args.seed}` ({seconds / 60:.1f} min on the machine of this run).
 
 ## Citation
 
 ```bibtex
-@article{{kimiteam2025kimik15,
-    title  = {{{{Kimi k1.5: Scaling Reinforcement Learning with LLMs}}}},
-    author = {{{{Kimi Team}}}},
-    year   = 2025,
-    eprint = {{arXiv:2501.12599}},
-}}
+{citation}
 ```
 """
 
