@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from trl_kimi.losses import mean_baseline_advantages
+from trl_kimi.rewards import length_penalty
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,7 +22,7 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_group_split_across_two_processes_gets_the_one_process_advantages(tmp_path):
+def test_group_split_across_two_processes_gets_the_one_process_advantages_and_length_penalty(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     command = [
         sys.executable,
@@ -39,31 +40,41 @@ def test_group_split_across_two_processes_gets_the_one_process_advantages(tmp_pa
     result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
 
-    checked_straddling = 0
+    straddling = slice(4, 8)  # 3 prompts x 4 generations, 6 per process: the middle group is split 2 + 2
+    checked_advantages = checked_penalty = 0
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
+    assert len(ranks[0]["batches"]) == 2
     for batch0, batch1 in zip(ranks[0]["batches"], ranks[1]["batches"], strict=True):
-        # The generated batch in global order is rank 0's slice then rank 1's: 3 prompts x 4 generations.
+        # The generated batch in global order is rank 0's slice then rank 1's.
         prompts = batch0["prompts"] + batch1["prompts"]
-        rewards = torch.tensor(batch0["rewards"] + batch1["rewards"], dtype=torch.float64)
-        advantages = batch0["advantages"] + batch1["advantages"]
         assert len(prompts) == 12
         assert all(len(set(prompts[g : g + 4])) == 1 for g in range(0, 12, 4))
         assert batch0["prompts"][-1] == batch1["prompts"][0]  # the middle group straddles the two processes
+        assert batch0["rewards_per_func"] == batch1["rewards_per_func"]  # both ranks hold the gathered rewards
+        correctness, penalty = torch.tensor(batch0["rewards_per_func"], dtype=torch.float64).T  # (12,) each
+        lengths = batch0["lengths"] + batch1["lengths"]
 
-        # Same numbers as one process holding the whole batch...
+        # Length penalty: the one-process value on whole groups (weight 0.5, no warm-up)...
+        one_process_penalty = [0.5 * p for p in length_penalty(lengths, (correctness >= 0.25).tolist(), 4)]
+        assert penalty.tolist() == pytest.approx(one_process_penalty, abs=1e-6)
+        # ...and not what a per-process reward function would see: half groups of 2 (the mistake this guards against).
+        per_process = [
+            0.5 * p
+            for rank, batch in enumerate((batch0, batch1))
+            for p in length_penalty(batch["lengths"], (correctness[6 * rank : 6 * rank + 6] >= 0.25).tolist(), 2)
+        ]
+        if per_process[straddling] != pytest.approx(one_process_penalty[straddling], abs=1e-6):
+            checked_penalty += 1
+
+        # Advantages: the one-process mean baseline of the total reward...
+        rewards = correctness + penalty
+        advantages = batch0["advantages"] + batch1["advantages"]
         one_process = mean_baseline_advantages(rewards, num_generations=4)
         assert advantages == pytest.approx(one_process.tolist(), abs=1e-6)
-        # ...and not what each process would compute from its own slice (the mistake this guards against).
-        local = [
-            r - sum(batch["rewards"][g : g + 2]) / 2
-            for batch in (batch0, batch1)
-            for g in (0, 2, 4)
-            for r in batch["rewards"][g : g + 2]
-        ]
-        straddling = slice(4, 8)
-        half0, half1 = batch0["rewards"][4:], batch1["rewards"][:2]
-        if abs(sum(half0) - sum(half1)) > 1e-6:  # the halves' own means differ from the group's
-            assert advantages[straddling] != pytest.approx(local[straddling], abs=1e-6)
-            checked_straddling += 1
-    assert checked_straddling > 0
+        # ...and not each process's own half-group baseline.
+        local = [r - rewards[g : g + 2].mean() for g in range(0, 12, 2) for r in rewards[g : g + 2]]
+        if abs(rewards[4:6].sum() - rewards[6:8].sum()) > 1e-6:
+            assert advantages[straddling] != pytest.approx([x.item() for x in local[straddling]], abs=1e-6)
+            checked_advantages += 1
+    assert checked_advantages > 0 and checked_penalty > 0

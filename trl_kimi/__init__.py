@@ -6,9 +6,16 @@ from trl_kimi import KimiConfig, KimiMirrorDescentTrainer  # in place of trl's G
 """
 
 from .losses import mean_baseline_advantages, mirror_descent_loss
+from .rewards import LengthPenaltyReward
 from .trainer import KimiConfig, KimiMirrorDescentTrainer
 
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["KimiConfig", "KimiMirrorDescentTrainer", "mean_baseline_advantages", "mirror_descent_loss"]
+__all__ = [
+    "KimiConfig",
+    "KimiMirrorDescentTrainer",
+    "LengthPenaltyReward",
+    "mean_baseline_advantages",
+    "mirror_descent_loss",
+]

@@ -1,8 +1,9 @@
 """Launched by tests/test_multiprocess.py as `torchrun --nproc_per_node 2 <this> OUT_DIR` (CPU, gloo).
 
-Trains 2 steps where the 3 prompts x 4 generations of a generated batch are dealt 6 per process, so the middle
-prompt's group straddles the two processes; each rank writes, per generated batch, its prompts, rewards and
-advantages to OUT_DIR/rank{N}.json.
+Trains 4 steps where the 3 prompts x 4 generations of a generated batch are dealt 6 per process, so the middle
+prompt's group straddles the two processes. The rewards are a correctness stand-in (the fraction of digits) and a
+LengthPenaltyReward judged by it. Each rank writes, per generated batch, its prompts, its completions' token lengths,
+the gathered rewards per function and its advantages to OUT_DIR/rank{N}.json.
 """
 
 import json
@@ -10,23 +11,25 @@ import os
 import sys
 
 from tests.utils import digit_fraction_reward, tiny_config, tiny_model
-from trl_kimi import KimiMirrorDescentTrainer
+from trl_kimi import KimiMirrorDescentTrainer, LengthPenaltyReward
 from trl_kimi.tasks import arithmetic
 
 
 class DumpingTrainer(KimiMirrorDescentTrainer):
-    def _generate_and_score_completions(self, inputs):
-        output = super()._generate_and_score_completions(inputs)
-        texts = self.processing_class.batch_decode(
-            output["completion_ids"] * output["completion_mask"], skip_special_tokens=True
-        )
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self.dumps.append(
             {
                 "prompts": [x["prompt"] for x in inputs],
-                "rewards": digit_fraction_reward(texts),
-                "advantages": output["advantages"].tolist(),
+                "lengths": [len(ids) for ids in completion_ids_list],
+                "rewards_per_func": rewards_per_func.tolist(),
             }
         )
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        self.dumps[-1]["advantages"] = output["advantages"].tolist()
         return output
 
 
@@ -34,14 +37,15 @@ def main(out_dir: str) -> None:
     tokenizer = arithmetic.make_tokenizer()
     args = tiny_config(
         os.path.join(out_dir, "run"),
-        max_steps=2,
+        max_steps=4,
         num_generations=4,
         per_device_train_batch_size=3,
         steps_per_generation=2,
     )
+    penalty = LengthPenaltyReward(correctness_reward="digit_fraction_reward", threshold=0.25, warmup_steps=0)
     trainer = DumpingTrainer(
         model=tiny_model(tokenizer),
-        reward_funcs=digit_fraction_reward,
+        reward_funcs=[digit_fraction_reward, penalty],
         args=args,
         train_dataset=arithmetic.make_rl_dataset(24, seed=0, max_terms=4),
         processing_class=tokenizer,

@@ -2,11 +2,13 @@ import textwrap
 from typing import Any
 
 import torch
+from accelerate.utils import gather, gather_object
 from transformers.utils import logging
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import get_config_model_id
 
 from ..losses import mean_baseline_advantages, mirror_descent_loss, sequence_logps, squared_residuals
+from ..rewards import LengthPenaltyReward
 from .kimi_config import KimiConfig
 
 
@@ -45,7 +47,9 @@ class KimiMirrorDescentTrainer(GRPOTrainer):
     - `_compute_loss` computes [`~trl_kimi.losses.mirror_descent_loss`]. The log-probabilities of πθi are TRL's
       `old_per_token_logps`, computed once per generated batch from the model as it is then (no second copy of the
       model); with a single optimizer step per batch they equal the detached current ones;
-    - `_prepare_inputs` clears the optimizer state at each new batch when `reset_optimizer_each_iteration=True`.
+    - `_prepare_inputs` clears the optimizer state at each new batch when `reset_optimizer_each_iteration=True`;
+    - a [`~trl_kimi.LengthPenaltyReward`] among `reward_funcs` is a group quantity: TRL's per-process reward loop
+      skips it (`None`), and `_calculate_rewards` fills its column from the gathered lengths and correctness.
 
     Example:
     ```python
@@ -102,6 +106,7 @@ class KimiMirrorDescentTrainer(GRPOTrainer):
                 f"args must be a KimiConfig, got {kind}{hint}. Build a trl_kimi.KimiConfig with the same arguments."
             )
         super().__init__(model, reward_funcs, args=args, **kwargs)
+        self._length_penalties = self._take_out_group_rewards()
 
         if args.reset_optimizer_each_iteration and self.is_deepspeed_enabled:
             raise ValueError(
@@ -117,12 +122,59 @@ class KimiMirrorDescentTrainer(GRPOTrainer):
             )
         self._gathered_rewards_per_func: torch.Tensor | None = None
 
-    # ------------------------------------------------------------------ advantages
+    # ------------------------------------------------------------------ rewards
+    def _take_out_group_rewards(self) -> dict[int, LengthPenaltyReward]:
+        """Replace each LengthPenaltyReward in TRL's reward list by a stand-in that returns `None` per process; the
+        penalty itself is evaluated in `_calculate_rewards` after the gather."""
+        penalties = {i: f for i, f in enumerate(self.reward_funcs) if isinstance(f, LengthPenaltyReward)}
+        for i, penalty in penalties.items():
+            name = penalty.correctness_reward
+            if name is not None and (name not in self.reward_func_names or name == penalty.__name__):
+                others = [n for j, n in enumerate(self.reward_func_names) if j not in penalties]
+                raise ValueError(
+                    f"LengthPenaltyReward(correctness_reward={name!r}): no reward function of that name; the trainer's "
+                    f"correctness rewards are {others}. Pass one of those names, or correctness_column=..."
+                )
+            self.reward_funcs[i] = _EvaluatedAfterGather(penalty.__name__)
+        return penalties
+
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         # TRL returns the rewards of every process (N_global, num_reward_funcs); keep them for the group baseline.
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if self._length_penalties:
+            self._fill_length_penalties(rewards_per_func, inputs, completion_ids_list)
         self._gathered_rewards_per_func = rewards_per_func
         return rewards_per_func
+
+    def _fill_length_penalties(self, rewards_per_func, inputs, completion_ids_list) -> None:
+        """Evaluate each LengthPenaltyReward on whole groups of the gathered batch, in place."""
+        mode = "train" if self.model.training else "eval"
+        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
+        device = rewards_per_func.device
+        # Token lengths (EOS included) of every process's completions, in the same order as the gathered rewards.
+        local_lengths = torch.tensor([len(ids) for ids in completion_ids_list], device=device)
+        lengths = gather(local_lengths).tolist()  # (N_global,)
+        for i, penalty in self._length_penalties.items():
+            if penalty.correctness_reward is not None:
+                values = rewards_per_func[:, self.reward_func_names.index(penalty.correctness_reward)].tolist()
+            else:
+                column = penalty.correctness_column
+                if column not in inputs[0]:
+                    raise ValueError(
+                        f"LengthPenaltyReward(correctness_column={column!r}): the dataset has no such column "
+                        f"(columns: {sorted(inputs[0])})."
+                    )
+                values = gather_object([example[column] for example in inputs])
+            step, max_steps = self.state.global_step, self.state.max_steps
+            rewards = penalty.compute(
+                lengths, [penalty.is_correct(v) for v in values], num_generations, step, max_steps
+            )
+            rewards_per_func[:, i] = torch.tensor(
+                [torch.nan if r is None else r for r in rewards], dtype=rewards_per_func.dtype, device=device
+            )
+            self._metrics[mode][f"{penalty.__name__}/scale"].append(penalty.scale(step, max_steps))
+
+    # ------------------------------------------------------------------ advantages
 
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
@@ -230,3 +282,14 @@ class KimiMirrorDescentTrainer(GRPOTrainer):
         if self.beta != 0.0:
             self._metrics[mode]["kl"].append(self.accelerator.gather(kl.detach()).mean().item())
         return loss
+
+
+class _EvaluatedAfterGather:
+    """Stands in for a group reward in TRL's per-process reward loop: `None` ("not applicable") for every sample,
+    until `KimiMirrorDescentTrainer._calculate_rewards` fills the column from the gathered batch."""
+
+    def __init__(self, name: str):
+        self.__name__ = name
+
+    def __call__(self, completions: list, **kwargs: Any) -> list[None]:
+        return [None] * len(completions)
