@@ -10,6 +10,7 @@ import torch
 
 from trl_kimi.losses import mean_baseline_advantages
 from trl_kimi.rewards import length_penalty
+from trl_kimi.tasks import arithmetic
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,8 +22,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_group_split_across_two_processes_gets_the_one_process_advantages_and_length_penalty(tmp_path):
+def run_two_processes(script: str, out_dir: Path) -> None:
+    """`torchrun --nproc_per_node 2 tests/scripts/<script> <out_dir>` on CPU (gloo); fails the test on error."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     command = [
         sys.executable,
@@ -34,11 +35,16 @@ def test_group_split_across_two_processes_gets_the_one_process_advantages_and_le
         "127.0.0.1",
         "--master_port",
         str(free_port()),
-        str(REPO / "tests" / "scripts" / "two_process_advantages.py"),
-        str(tmp_path),
+        str(REPO / "tests" / "scripts" / script),
+        str(out_dir),
     ]
     result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+
+
+@pytest.mark.slow
+def test_group_split_across_two_processes_gets_the_one_process_advantages_and_length_penalty(tmp_path):
+    run_two_processes("two_process_advantages.py", tmp_path)
 
     straddling = slice(4, 8)  # 3 prompts x 4 generations, 6 per process: the middle group is split 2 + 2
     checked_advantages = checked_penalty = 0
@@ -78,3 +84,24 @@ def test_group_split_across_two_processes_gets_the_one_process_advantages_and_le
             assert advantages[straddling] != pytest.approx([x.item() for x in local[straddling]], abs=1e-6)
             checked_advantages += 1
     assert checked_advantages > 0 and checked_penalty > 0
+
+
+@pytest.mark.slow
+def test_two_processes_draw_the_same_prioritized_batches_and_hold_the_same_success_rates(tmp_path):
+    run_two_processes("two_process_sampling.py", tmp_path)
+
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    dataset = arithmetic.make_rl_dataset(24, seed=0, max_terms=4)
+    assert len(ranks[0]["batches"]) == len(ranks[1]["batches"]) == 2  # 4 steps, 2 per generated batch
+    for batch0, batch1 in zip(ranks[0]["batches"], ranks[1]["batches"], strict=True):
+        # Same draw, drawn after the same number of updates, on both processes...
+        assert batch0["indices"] == batch1["indices"] and batch0["version"] == batch1["version"]
+        # ...and the processes' slices, in rank order, are exactly those problems, each 4 times in a row.
+        expected = [dataset[i]["prompt"] for i in batch0["indices"] for _ in range(4)]
+        assert batch0["prompts"] + batch1["prompts"] == expected
+    # Success rates from the gathered rewards: identical, and covering the problems of both processes' slices.
+    assert ranks[0]["rates"] == ranks[1]["rates"]
+    rates = torch.tensor(ranks[0]["rates"], dtype=torch.float64)
+    drawn = {i for batch in ranks[0]["batches"] for i in batch["indices"]}
+    assert {i for i in range(24) if rates[i] != 0.5} == drawn  # every problem a process trained on, none other

@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig
 
 from ..losses import LOGPROB_REDUCTIONS
+from ..sampling import CURRICULUM_SCHEDULES, SAMPLING_STRATEGIES, _check_curriculum_steps
 
 
 # GRPOConfig options that select another objective than the mirror-descent loss. Each maps to the only value the Kimi
@@ -39,7 +40,7 @@ class KimiConfig(GRPOConfig):
 
     Online mirror descent from [Kimi k1.5: Scaling Reinforcement Learning with
     LLMs](https://huggingface.co/papers/2501.12599), §2.3.2. [`KimiConfig`] inherits every parameter from
-    [`~trl.GRPOConfig`] (generation, vLLM, logging, `beta` KL to a fixed reference, ...) and adds the three below.
+    [`~trl.GRPOConfig`] (generation, vLLM, logging, `beta` KL to a fixed reference, ...) and adds the fields below.
     GRPO options that define another objective (PPO clipping, std-scaled advantages, other loss types, entropy
     terms) are fixed by the method: setting them raises an error instead of being silently ignored.
 
@@ -61,6 +62,35 @@ class KimiConfig(GRPOConfig):
             Whether to clear the optimizer state (e.g. Adam moments) at each new generated batch. The report does so,
             because each iteration is a new optimisation problem; turn it on for the paper's recipe. Off by default
             because TRL users expect the optimizer state to persist. The learning-rate schedule is not reset.
+
+        > Parameters that control which problems are sampled (§2.3.4, [`trl_kimi.sampling`])
+
+        sampling_strategy (`str`, *optional*, defaults to `"uniform"`):
+            `"uniform"`: TRL's `RepeatSampler` (a fresh permutation per epoch). `"curriculum"`: easy to hard, by
+            `difficulty_column` and `curriculum_schedule` ([`~trl_kimi.sampling.CurriculumSampler`]).
+            `"prioritized"`: problem i with probability ∝ ``max(1 − s_i, prioritized_epsilon)``, s_i its success rate
+            ([`~trl_kimi.sampling.PrioritizedSampler`]). Both keep TRL's sampler contract and save their state in
+            checkpoints. An update of the success rates takes effect from the next generated batch drawn after it.
+        difficulty_column (`str`, *optional*, defaults to `"difficulty"`):
+            Curriculum: the dataset column of finite numbers, higher = harder (labels, or ``1 − pass_rate`` from
+            [`~trl_kimi.sampling.estimate_pass_rates`]).
+        curriculum_schedule (`str`, *optional*, defaults to `"staged"`):
+            `"staged"`: K boundaries in `curriculum_steps` make K + 1 stages, each sampling uniformly from its own pool
+            of problems, easiest first. `"linear"`: `curriculum_steps` = [T]; the batch mixes the easier and harder
+            halves, the harder one's share growing linearly from 0 at step 0 to 1 at step T.
+        curriculum_steps (`list[int]` or `None`, *optional*, defaults to `None`):
+            Optimizer steps: the stage boundaries (staged) or the ramp length T (linear). Required by the curriculum.
+        success_reward (`str` or `None`, *optional*, defaults to `None`):
+            Name of the reward function that says whether a sample is correct (TRL names a function by its
+            `__name__`, a model by its name). `None`: the only reward function (an error when there are several).
+        success_threshold (`float`, *optional*, defaults to `1.0`):
+            A sample is a success when its `success_reward` is ≥ this value.
+        success_ema_alpha (`float`, *optional*, defaults to `0.5`):
+            α in (0, 1] of the success rate's moving average ``s_i ← (1 − α) s_i + α · mean correctness of the group``.
+        success_prior (`float`, *optional*, defaults to `0.5`):
+            s_i of a problem not seen yet, in [0, 1].
+        prioritized_epsilon (`float`, *optional*, defaults to `0.05`):
+            ε in [0, 1], the floor on the prioritised weight, so solved problems (s_i = 1) still come back.
 
     > [!NOTE]
     > These parameters have default values different from [`~trl.GRPOConfig`]:
@@ -103,6 +133,56 @@ class KimiConfig(GRPOConfig):
             "help": "Clear the optimizer state (Adam moments) at each new generated batch, as the report does. "
             "The learning-rate schedule is not reset."
         },
+    )
+
+    # Sampling (§2.3.4): see trl_kimi/sampling.py.
+    sampling_strategy: str = field(
+        default="uniform",
+        metadata={
+            "help": "Which problems each generated batch holds: 'uniform' (TRL's shuffling), 'curriculum' (easy to "
+            "hard by --difficulty_column) or 'prioritized' (probability proportional to max(1 - success rate, "
+            "--prioritized_epsilon)).",
+            "choices": list(SAMPLING_STRATEGIES),
+        },
+    )
+    difficulty_column: str = field(
+        default="difficulty",
+        metadata={"help": "Curriculum: dataset column of finite numbers, higher = harder."},
+    )
+    curriculum_schedule: str = field(
+        default="staged",
+        metadata={
+            "help": "Curriculum: 'staged' (K boundaries in --curriculum_steps make K+1 pools, easiest first) or "
+            "'linear' (--curriculum_steps T: the harder half's share grows from 0 to 1 over T steps).",
+            "choices": list(CURRICULUM_SCHEDULES),
+        },
+    )
+    curriculum_steps: list[int] | None = field(
+        default=None,
+        metadata={"help": "Curriculum: optimizer steps of the stage boundaries (staged) or the ramp length (linear)."},
+    )
+    success_reward: str | None = field(
+        default=None,
+        metadata={
+            "help": "Name of the reward function whose value decides whether a sample is a success (tracked success "
+            "rates). Default: the only reward function."
+        },
+    )
+    success_threshold: float = field(
+        default=1.0,
+        metadata={"help": "A sample is a success when its success_reward is >= this value."},
+    )
+    success_ema_alpha: float = field(
+        default=0.5,
+        metadata={"help": "alpha in (0, 1] of the success rates' moving average over a problem's groups."},
+    )
+    success_prior: float = field(
+        default=0.5,
+        metadata={"help": "Success rate of a problem not seen yet, in [0, 1]."},
+    )
+    prioritized_epsilon: float = field(
+        default=0.05,
+        metadata={"help": "Floor in [0, 1] on the prioritised weight 1 - success rate, so solved problems come back."},
     )
 
     # GRPOConfig fields whose default changes: see `_FIXED_BY_THE_METHOD` for why each is fixed.
@@ -160,4 +240,45 @@ class KimiConfig(GRPOConfig):
                 "token, but the mirror-descent loss is written over whole-sequence log-probabilities and needs one per "
                 "sample. Use 'sequence_mask' (the default) or 'sequence_truncate', or set "
                 "vllm_importance_sampling_correction=False."
+            )
+
+        self._check_sampling()
+
+    def _check_sampling(self) -> None:
+        if self.sampling_strategy not in SAMPLING_STRATEGIES:
+            raise ValueError(
+                f"sampling_strategy must be one of {SAMPLING_STRATEGIES}, got {self.sampling_strategy!r}; pass "
+                "--sampling_strategy uniform (TRL's), curriculum or prioritized."
+            )
+        for name, low, high, include_low in [
+            ("prioritized_epsilon", 0.0, 1.0, True),
+            ("success_prior", 0.0, 1.0, True),
+            ("success_ema_alpha", 0.0, 1.0, False),
+        ]:
+            value = getattr(self, name)
+            inside = (value >= low if include_low else value > low) and value <= high
+            if isinstance(value, bool) or not isinstance(value, int | float) or not inside:
+                interval = f"{'[' if include_low else '('}{low:g}, {high:g}]"
+                raise ValueError(f"{name} must be in {interval}, got {value!r}; see --help for its meaning.")
+        if self.sampling_strategy == "uniform":
+            return
+        if self.sampling_strategy == "curriculum":
+            if self.curriculum_schedule not in CURRICULUM_SCHEDULES:
+                raise ValueError(
+                    f"curriculum_schedule must be one of {CURRICULUM_SCHEDULES}, got {self.curriculum_schedule!r}."
+                )
+            _check_curriculum_steps(self.curriculum_schedule, self.curriculum_steps)
+        # The sampler resumes exactly only from a checkpoint between two generated batches: TRL regenerates a
+        # half-used batch on resume (with the new weights), which would feed its success back twice.
+        batch_micro_steps = self.steps_per_generation * self.num_iterations
+        if (
+            self.save_strategy == "steps"
+            and self.save_steps >= 1
+            and (int(self.save_steps) * self.gradient_accumulation_steps) % batch_micro_steps
+        ):
+            raise ValueError(
+                f"With sampling_strategy={self.sampling_strategy!r}, checkpoints must fall between generated batches: "
+                f"save_steps ({self.save_steps}) x gradient_accumulation_steps ({self.gradient_accumulation_steps}) "
+                f"must be a multiple of steps_per_generation x num_iterations ({batch_micro_steps}). Pick save_steps "
+                "accordingly."
             )
