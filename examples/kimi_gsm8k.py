@@ -9,7 +9,7 @@
 """
 Kimi k1.5 online mirror descent on GSM8K (or a MATH-style dataset) with a Hub model, on one GPU or many.
 
-The reward is TRL's own `accuracy_reward` (math-verify on the last `\\boxed{}`), unchanged. The data comes from a local
+The reward is `trl_kimi.verifiers.math_reward` (math-verify plus the normalisations it misses, never a false positive). The data comes from a local
 JSON Lines file (the GSM8K/MATH copies in `../shared/data/`, or your own) or from the Hub (`--dataset_name`). GSM8K
 rows (`question`, `answer` ending in `#### 42`) and MATH rows (`problem`, `solution` with a `\\boxed{}`) are both
 understood.
@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 
 from datasets import load_dataset
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
-from trl.rewards import accuracy_reward
 
 from trl_kimi import KimiConfig, KimiMirrorDescentTrainer
+from trl_kimi.verifiers import math_reward
 
 
 SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -139,7 +139,7 @@ def main(script_args: KimiMathScriptArguments, training_args: KimiConfig, model_
     ################
     trainer = KimiMirrorDescentTrainer(
         model=model_args.model_name_or_path,
-        reward_funcs=accuracy_reward,
+        reward_funcs=math_reward,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,

@@ -1,0 +1,241 @@
+"""Verifiers, side by side in one run on the same inputs (Kimi k1.5 §7; targets from the rewards issue).
+
+- math: naive `math_verify.verify(parse(gold), parse(pred))` called serially vs `MathVerifier` (2 worker
+  processes), on the gold answers of MATH-500 and GSM8K from `../shared/data/` (target: >= 3x on 2 cores);
+- code: a bare `subprocess` harness (no sandbox) vs the bubblewrap-sandboxed `CodeVerifier`, on the 164 HumanEval
+  canonical solutions (target: <= 1.3x the wall time, 164/164 passing) and the 974 MBPP reference solutions.
+
+```bash
+python benchmarks/verifiers.py             # both; --part math or --part code for one
+```
+"""
+
+import gzip
+import json
+import logging
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+
+from math_verify import parse, verify
+
+from trl_kimi.verifiers import CodeVerifier, MathVerifier
+
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _load_items() -> tuple[list[str], list[str]]:
+    """Completions and gold solutions: `\\boxed{answer}` vs MATH-500 solution, `#### final` vs GSM8K answer."""
+    completions, solutions = [], []
+    for line in (DATA / "math500" / "test.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        completions.append("The final answer is $\\boxed{" + record["answer"] + "}$.")
+        solutions.append(record["solution"])
+    for line in (DATA / "gsm8k" / "test.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        completions.append("#### " + record["answer"].split("####")[-1].strip())
+        solutions.append(record["answer"])
+    return completions, solutions
+
+
+def _naive(completions: list[str], solutions: list[str]) -> tuple[float, list[float]]:
+    """Seconds and rewards of `verify(parse(gold), parse(pred))` per item, serially in one process."""
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    start = time.perf_counter()
+    rewards = [float(verify(parse(gold), parse(pred))) for gold, pred in zip(solutions, completions)]
+    return time.perf_counter() - start, rewards
+
+
+def _naive_cold(completions: list[str], solutions: list[str]) -> tuple[float, list[float]]:
+    # A fresh interpreter per measurement: math-verify and sympy memoise parses, and both runs share strings, so a
+    # second run in the same process would be timed warm while our workers start cold.
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as executor:
+        return executor.submit(_naive, completions, solutions).result()
+
+
+def bench_math(num_workers: int = 2) -> dict:
+    """Time naive math-verify and `MathVerifier` side by side on the same items; print and return the figures."""
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    completions, solutions = _load_items()
+    n = len(completions)
+
+    # (a) the naive way: parse both sides and verify, serially in one process.
+    naive_s, naive = _naive_cold(completions, solutions)
+
+    # (b) ours. Start-up (spawning workers, importing sympy + math-verify) is timed separately by a warm-up batch
+    # whose items need a worker (no fast path), one per worker.
+    verifier = MathVerifier(num_workers=num_workers)
+    start = time.perf_counter()
+    verifier(["\\boxed{x + 1}"] * num_workers, ["1 + x"] * num_workers)
+    startup_s = time.perf_counter() - start
+    start = time.perf_counter()
+    ours, reasons = verifier.verify_batch(completions, solutions)
+    ours_s = time.perf_counter() - start
+    verifier.close()
+
+    figures = {
+        "items": n,
+        "naive_s": naive_s,
+        "ours_s": ours_s,
+        "ours_startup_s": startup_s,
+        "naive_items_per_s": n / naive_s,
+        "ours_items_per_s": n / ours_s,
+        "ours_items_per_s_with_startup": n / (ours_s + startup_s),
+        "speedup": naive_s / ours_s,
+        "speedup_with_startup": naive_s / (ours_s + startup_s),
+        "naive_correct": int(sum(naive)),
+        "ours_correct": int(sum(ours)),
+        "both_correct": sum(a == b == 1.0 for a, b in zip(naive, ours)),
+        "disagreements": [i for i, (a, b) in enumerate(zip(naive, ours)) if a != b],
+        "ours_fast_path": sum(r in ("fast_path", "exact") for r in reasons),
+        "ours_worker_items": sum(r not in ("fast_path", "exact") for r in reasons),
+    }
+    print(f"items: {n} (MATH-500 500 + GSM8K {n - 500}), {num_workers} workers")
+    print(f"naive math-verify : {figures['naive_items_per_s']:8.1f} items/s ({naive_s:.2f} s)")
+    print(f"MathVerifier      : {figures['ours_items_per_s']:8.1f} items/s ({ours_s:.2f} s) without start-up")
+    print(
+        f"MathVerifier      : {figures['ours_items_per_s_with_startup']:8.1f} items/s ({ours_s + startup_s:.2f} s) "
+        f"with start-up ({startup_s:.2f} s)"
+    )
+    print(
+        f"speed-up          : {figures['speedup']:.1f}x without start-up, {figures['speedup_with_startup']:.1f}x with"
+    )
+    print(
+        f"correct           : naive {figures['naive_correct']}/{n}, ours {figures['ours_correct']}/{n}, both "
+        f"{figures['both_correct']}; disagreements at {figures['disagreements']}"
+    )
+    print(
+        f"ours decided in parent (exact/fast path): {figures['ours_fast_path']}, "
+        f"by workers: {figures['ours_worker_items']}"
+    )
+
+    # Gold-vs-gold is almost all decided in the parent; shuffled MATH-500 pairs (answer of record i vs solution of
+    # record i+1) mostly need sympy, so they show the worker pool's own throughput.
+    shuffled_completions, shuffled_solutions = completions[:499], solutions[1:500]
+    naive_shuffled_s, naive = _naive_cold(shuffled_completions, shuffled_solutions)
+    verifier = MathVerifier(num_workers=num_workers)
+    verifier(["\\boxed{x + 1}"] * num_workers, ["1 + x"] * num_workers)
+    start = time.perf_counter()
+    ours, reasons = verifier.verify_batch(shuffled_completions, shuffled_solutions)
+    ours_shuffled_s = time.perf_counter() - start
+    verifier.close()
+    worker_items = sum(r not in ("fast_path", "exact") for r in reasons)
+    figures.update(
+        shuffled_naive_items_per_s=499 / naive_shuffled_s,
+        shuffled_ours_items_per_s=499 / ours_shuffled_s,
+        shuffled_naive_correct=int(sum(naive)),
+        shuffled_ours_correct=int(sum(ours)),
+        shuffled_worker_items=worker_items,
+    )
+    print(
+        f"shuffled MATH-500 (499 pairs, {worker_items} sent to workers): naive {499 / naive_shuffled_s:.1f} items/s, "
+        f"ours {499 / ours_shuffled_s:.1f} items/s ({naive_shuffled_s / ours_shuffled_s:.1f}x); "
+        f"correct: naive {int(sum(naive))}, ours {int(sum(ours))}"
+    )
+    return figures
+
+
+TIMEOUT = 10.0
+
+
+def _humaneval() -> list[dict]:
+    with gzip.open(DATA / "humaneval" / "HumanEval.jsonl.gz", "rt") as f:
+        return [json.loads(line) for line in f]
+
+
+def _mbpp() -> list[dict]:
+    with open(DATA / "mbpp" / "mbpp.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+def _bare(programs: list[str], parallel: int) -> tuple[float, list[bool]]:
+    """No sandbox: each full script in a temp file, `python file.py`, exit status 0 = pass."""
+
+    def run(source: str) -> bool:
+        with tempfile.TemporaryDirectory() as workdir:
+            path = os.path.join(workdir, "program.py")
+            Path(path).write_text(source)
+            try:
+                completed = subprocess.run(
+                    [sys.executable, path], cwd=workdir, capture_output=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL
+                )
+            except subprocess.TimeoutExpired:
+                return False
+            return completed.returncode == 0
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        passed = list(pool.map(run, programs))
+    return time.perf_counter() - start, passed
+
+
+def bench_code() -> dict:
+    """Times a bare subprocess harness and `CodeVerifier` side by side on HumanEval (164) and MBPP (974) references."""
+    verifier = CodeVerifier(timeout=TIMEOUT)
+    parallel = verifier.max_parallel
+    results = {"parallel": parallel, "sandbox": verifier.sandbox}
+
+    humaneval = _humaneval()
+    programs = [p["prompt"] + p["canonical_solution"] for p in humaneval]
+    bare_s, bare_passed = _bare(
+        [prog + "\n" + p["test"] + "\n" + f"check({p['entry_point']})\n" for prog, p in zip(programs, humaneval)],
+        parallel,
+    )
+    start = time.perf_counter()
+    rewards = verifier(
+        programs, test=[p["test"] for p in humaneval], entry_point=[p["entry_point"] for p in humaneval]
+    )
+    ours_s = time.perf_counter() - start
+    results["humaneval"] = {
+        "n": len(humaneval),
+        "bare_s": round(bare_s, 2),
+        "bare_passed": sum(bare_passed),
+        "ours_s": round(ours_s, 2),
+        "ours_passed": int(sum(rewards)),
+        "ratio": round(ours_s / bare_s, 3),
+        "failed": [p["task_id"] for p, r in zip(humaneval, rewards) if r != 1.0],
+    }
+
+    mbpp = _mbpp()
+    bare_s, bare_passed = _bare(
+        [r["code"] + "\n" + r["test_setup_code"] + "\n" + "\n".join(r["test_list"]) + "\n" for r in mbpp], parallel
+    )
+    start = time.perf_counter()
+    rewards = verifier(
+        [r["code"] for r in mbpp],
+        test_list=[r["test_list"] for r in mbpp],
+        test_setup_code=[r["test_setup_code"] for r in mbpp],
+    )
+    ours_s = time.perf_counter() - start
+    results["mbpp"] = {
+        "n": len(mbpp),
+        "bare_s": round(bare_s, 2),
+        "bare_passed": sum(bare_passed),
+        "ours_s": round(ours_s, 2),
+        "ours_passed": int(sum(rewards)),
+        "ratio": round(ours_s / bare_s, 3),
+        "failed_ours": [r["task_id"] for r, x in zip(mbpp, rewards) if x != 1.0],
+        "failed_bare": [r["task_id"] for r, x in zip(mbpp, bare_passed) if not x],
+    }
+    return results
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=["math", "code", "all"], default="all")
+    part = parser.parse_args().part
+    logging.basicConfig(level=logging.WARNING)
+    if part in ("math", "all"):
+        print("== math ==")
+        bench_math()
+    if part in ("code", "all"):
+        print("== code ==")
+        print(json.dumps(bench_code(), indent=1))
