@@ -5,6 +5,7 @@ from trl_kimi import KimiConfig, KimiMirrorDescentTrainer  # in place of trl's G
 ```
 """
 
+from .long2short import Long2ShortConfig, Long2ShortTrainer
 from .losses import mean_baseline_advantages, mirror_descent_loss
 from .rewards import LengthPenaltyReward
 from .trainer import KimiConfig, KimiMirrorDescentTrainer
@@ -16,6 +17,8 @@ __all__ = [
     "KimiConfig",
     "KimiMirrorDescentTrainer",
     "LengthPenaltyReward",
+    "Long2ShortConfig",
+    "Long2ShortTrainer",
     "mean_baseline_advantages",
     "mirror_descent_loss",
 ]
