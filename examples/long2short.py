@@ -44,10 +44,11 @@ Long2ShortTrainer(
 ```
 """
 
+import copy
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
@@ -55,7 +56,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here needs the Hub
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import torch  # noqa: E402
-from transformers import HfArgumentParser, set_seed  # noqa: E402
+from transformers import AutoModelForCausalLM, HfArgumentParser, set_seed  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 from trl_kimi import Long2ShortConfig, Long2ShortTrainer  # noqa: E402
@@ -81,6 +82,13 @@ class ExampleArguments:
         default_factory=lambda: list(RUNS), metadata={"help": f"Table rows to run, from {list(RUNS)}."}
     )
     # ----- task and models
+    long_model_path: str | None = field(
+        default=None, metadata={"help": "Reuse this long model (e.g. runs/demo/warm_start) instead of training one."}
+    )
+    short_model_path: str | None = field(
+        default=None,
+        metadata={"help": "Reuse this short model (a fine-tune of the long one) instead of training one."},
+    )
     max_terms: int = field(default=7, metadata={"help": "Largest number of terms in a problem."})
     hidden_size: int = field(default=128, metadata={"help": "Width of the tiny Qwen2."})
     num_layers: int = field(default=4, metadata={"help": "Depth of the tiny Qwen2."})
@@ -140,11 +148,16 @@ def train_warm_starts(args: ExampleArguments, tokenizer, out: Path):
         )
 
     long_data = data(args.long_fraction, args.seed)
-    model = arithmetic.make_model(tokenizer, args.hidden_size, args.num_layers, seed=args.seed)
-    long_model = sft(model, long_data, args.long_sft_steps, "long_model")
-    short_model = arithmetic.make_model(tokenizer, args.hidden_size, args.num_layers, seed=args.seed)
-    short_model.load_state_dict(long_model.state_dict())
-    short_model = sft(short_model, data(0.0, args.seed + 10), args.short_sft_steps, "short_model")
+    if args.long_model_path is not None:
+        long_model = AutoModelForCausalLM.from_pretrained(args.long_model_path)
+    else:
+        model = arithmetic.make_model(tokenizer, args.hidden_size, args.num_layers, seed=args.seed)
+        long_model = sft(model, long_data, args.long_sft_steps, "long_model")
+    if args.short_model_path is not None:
+        short_model = AutoModelForCausalLM.from_pretrained(args.short_model_path)
+    else:
+        short_model = copy.deepcopy(long_model)
+        short_model = sft(short_model, data(0.0, args.seed + 10), args.short_sft_steps, "short_model")
     return long_model, short_model, long_data
 
 
@@ -228,8 +241,7 @@ def main(args: ExampleArguments) -> dict:
     rows, reports = [], {}
     for name in args.runs:
         methods = RUNS[name]
-        model = arithmetic.make_model(tokenizer, args.hidden_size, args.num_layers, seed=args.seed)
-        model.load_state_dict(long_model.state_dict())
+        model = copy.deepcopy(long_model)
         run_dir = out / "_".join(methods)
         trainer = Long2ShortTrainer(
             model,
@@ -281,7 +293,7 @@ def main(args: ExampleArguments) -> dict:
 
 def cli(argv: list[str] | None = None) -> dict:
     (args,) = HfArgumentParser(ExampleArguments).parse_args_into_dataclasses(args=argv)
-    return main(replace(args))
+    return main(args)
 
 
 if __name__ == "__main__":

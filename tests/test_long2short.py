@@ -188,7 +188,13 @@ def test_sample_and_verify_measures_tokens_and_fails_truncated_answers():
 # ------------------------------------------------------------------------------------------------- RL preset
 def test_long2short_rl_config_lowers_the_cap_and_penalises_from_step_0():
     config = long2short_rl_config(
-        {"output_dir": "unused", "use_cpu": True, "max_completion_length": 64, "num_generations": 2, "per_device_train_batch_size": 4},
+        {
+            "output_dir": "unused",
+            "use_cpu": True,
+            "max_completion_length": 64,
+            "num_generations": 2,
+            "per_device_train_batch_size": 4,
+        },
         max_completion_length=16,
     )
     assert config.max_completion_length == 16 and config.num_generations == 2
@@ -332,6 +338,11 @@ def test_example_script_smoke(tmp_path):
     result = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     results = json.loads((tmp_path / "results.json").read_text())
-    assert [row["method"] for row in results["table"]] == ["long model (start)", "short model", "merge", "long2short RL"]
+    assert [row["method"] for row in results["table"]] == [
+        "long model (start)",
+        "short model",
+        "merge",
+        "long2short RL",
+    ]
     assert (tmp_path / "accuracy_vs_tokens.png").stat().st_size > 1000
     assert "| merge |" in (tmp_path / "table.md").read_text()

@@ -1,3 +1,5 @@
+"""[`Long2ShortConfig`]: the chain of long2short methods and each stage's settings, as command-line flags."""
+
 import json
 from dataclasses import dataclass, field
 from typing import Any

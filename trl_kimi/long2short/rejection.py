@@ -99,9 +99,7 @@ def sample_and_verify(
     }
     # A truncated completion has no final answer: it is scored as an empty text.
     completions = [_as_completion(p, c.text if c.finished else "") for p, c in zip(repeated_prompts, flat)]
-    rewards = reward_func(
-        completions, prompts=repeated_prompts, completion_ids=[c.token_ids for c in flat], **columns
-    )
+    rewards = reward_func(completions, prompts=repeated_prompts, completion_ids=[c.token_ids for c in flat], **columns)
     if len(rewards) != len(flat):
         raise ValueError(f"The reward function returned {len(rewards)} rewards for {len(flat)} completions.")
     num_none = sum(r is None for r in rewards)
@@ -176,7 +174,9 @@ def _check_samples(dataset: Dataset, samples: Sequence[Sequence[VerifiedSample]]
             raise ValueError(f"Pass either `samples` (from sample_and_verify) or {missing} to sample them.")
         return sample_and_verify(dataset=dataset, **sampling)
     if len(samples) != len(dataset):
-        raise ValueError(f"Got {len(samples)} groups of samples for {len(dataset)} prompts; pass one group per prompt.")
+        raise ValueError(
+            f"Got {len(samples)} groups of samples for {len(dataset)} prompts; pass one group per prompt."
+        )
     return list(samples)
 
 
@@ -252,7 +252,9 @@ def shortest_rejection_sampling(
             "the reward function and its dataset columns, raise the number of samples or the token cap."
         )
     if skipped:
-        logger.warning(f"Shortest rejection sampling: {skipped} of {len(dataset)} prompts had no correct sample, skipped.")
+        logger.warning(
+            f"Shortest rejection sampling: {skipped} of {len(dataset)} prompts had no correct sample, skipped."
+        )
     return Dataset.from_dict(rows)
 
 

@@ -29,7 +29,8 @@ def long2short_rl_config(
 
     Example:
     ```python
-    >>> config = long2short_rl_config({"output_dir": "rl", "max_completion_length": 1024}, max_completion_length=256)
+    >>> base = {"output_dir": "rl", "use_cpu": True, "max_completion_length": 1024}
+    >>> config = long2short_rl_config(base, max_completion_length=256)
     >>> config.max_completion_length
     256
     >>> penalty = long2short_length_penalty("math_reward")
@@ -65,7 +66,9 @@ def long2short_rl_config(
     return config
 
 
-def long2short_length_penalty(correctness_reward: str, weight: float = 0.5, threshold: float = 1.0) -> LengthPenaltyReward:
+def long2short_length_penalty(
+    correctness_reward: str, weight: float = 0.5, threshold: float = 1.0
+) -> LengthPenaltyReward:
     """
     The length penalty of long2short RL: a [`~trl_kimi.LengthPenaltyReward`] switched on from step 0 (no warm-up),
     since the model is already good at the task and only its length is to change. `correctness_reward` is the
@@ -77,4 +80,6 @@ def long2short_length_penalty(correctness_reward: str, weight: float = 0.5, thre
 
     ```
     """
-    return LengthPenaltyReward(correctness_reward=correctness_reward, weight=weight, threshold=threshold, warmup_steps=0)
+    return LengthPenaltyReward(
+        correctness_reward=correctness_reward, weight=weight, threshold=threshold, warmup_steps=0
+    )

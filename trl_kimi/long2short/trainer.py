@@ -68,11 +68,12 @@ class Long2ShortTrainer:
 
     Example:
     ```python
+    >>> import tempfile
     >>> from trl_kimi import Long2ShortConfig, Long2ShortTrainer
     >>> from trl_kimi.tasks import arithmetic
     >>> tokenizer = arithmetic.make_tokenizer()
     >>> model = arithmetic.make_model(tokenizer, hidden_size=16, num_layers=1, num_heads=2)
-    >>> args = Long2ShortConfig(output_dir="/tmp/l2s-doc", methods=["merge"], merge_alpha=0.5)
+    >>> args = Long2ShortConfig(output_dir=tempfile.mkdtemp(), methods=["merge"], merge_alpha=0.5)
     >>> short = arithmetic.make_model(tokenizer, hidden_size=16, num_layers=1, num_heads=2, seed=1)
     >>> trainer = Long2ShortTrainer(model, args, train_dataset=arithmetic.make_rl_dataset(4, seed=0),
     ...                             reward_funcs=arithmetic.addition_reward, processing_class=tokenizer,
@@ -208,7 +209,10 @@ class Long2ShortTrainer:
         args = self.args
         samples = self._training_samples()
         dataset = build_dpo_pairs(
-            self.train_dataset, samples, ratio=args.dpo_length_ratio, max_pairs_per_prompt=args.dpo_max_pairs_per_prompt
+            self.train_dataset,
+            samples,
+            ratio=args.dpo_length_ratio,
+            max_pairs_per_prompt=args.dpo_max_pairs_per_prompt,
         )
         report.update(_sample_stats(samples), num_examples=len(dataset))
         dataset.save_to_disk(str(stage_dir / "dataset"))
@@ -326,4 +330,3 @@ def _round(value: Any) -> Any:
     if isinstance(value, list):
         return [_round(v) for v in value]
     return value
-
