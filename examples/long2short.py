@@ -104,13 +104,13 @@ class ExampleArguments:
     num_samples: int = field(default=8, metadata={"help": "n, samples per prompt for rejection SFT and DPO."})
     max_new_tokens: int = field(default=64, metadata={"help": "Token cap of sampling (the long model's)."})
     sft_epochs: float = field(default=2.0, metadata={"help": "Epochs of rejection-sampling SFT."})
-    sft_stage_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of rejection SFT."})
+    sft_stage_learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of rejection SFT."})
     dpo_epochs: float = field(default=1.0, metadata={"help": "Epochs of DPO."})
-    dpo_learning_rate: float = field(default=5e-4, metadata={"help": "Learning rate of DPO."})
-    dpo_beta: float = field(default=0.1, metadata={"help": "DPO beta."})
-    rl_steps: int = field(default=40, metadata={"help": "Optimizer steps of long2short RL."})
+    dpo_learning_rate: float = field(default=2e-5, metadata={"help": "Learning rate of DPO."})
+    dpo_beta: float = field(default=0.2, metadata={"help": "DPO beta."})
+    rl_steps: int = field(default=60, metadata={"help": "Optimizer steps of long2short RL."})
     rl_learning_rate: float = field(default=5e-5, metadata={"help": "Learning rate of long2short RL."})
-    rl_max_completion_length: int = field(default=32, metadata={"help": "The lowered token cap of long2short RL."})
+    rl_max_completion_length: int = field(default=40, metadata={"help": "The lowered token cap of long2short RL."})
     rl_length_penalty_weight: float = field(default=0.5, metadata={"help": "w of the length penalty."})
 
 
