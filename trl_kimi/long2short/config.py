@@ -105,6 +105,17 @@ class Long2ShortConfig:
             0 decodes greedily.
         eval_max_new_tokens (`int`, *optional*):
             Token cap (`None`: `max_new_tokens`).
+
+    Example:
+    ```python
+    >>> from transformers import HfArgumentParser
+    >>> from trl_kimi import Long2ShortConfig
+    >>> argv = ["--output_dir", "runs/l2s", "--methods", "rejection_sft", "rl", "--rl_max_completion_length", "256"]
+    >>> (config,) = HfArgumentParser(Long2ShortConfig).parse_args_into_dataclasses(args=argv)
+    >>> config.methods, config.num_samples, config.dpo_length_ratio, config.rl_max_completion_length
+    (['rejection_sft', 'rl'], 8, 1.5, 256)
+
+    ```
     """
 
     output_dir: str = field(metadata={"help": "Root directory; each stage writes output_dir/<stage>/."})
