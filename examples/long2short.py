@@ -44,7 +44,6 @@ Long2ShortTrainer(
 ```
 """
 
-import copy
 import json
 import os
 import time
@@ -148,17 +147,17 @@ def train_warm_starts(args: ExampleArguments, tokenizer, out: Path):
         )
 
     long_data = data(args.long_fraction, args.seed)
-    if args.long_model_path is not None:
-        long_model = AutoModelForCausalLM.from_pretrained(args.long_model_path)
-    else:
+    if args.long_model_path is None:
         model = arithmetic.make_model(tokenizer, args.hidden_size, args.num_layers, seed=args.seed)
-        long_model = sft(model, long_data, args.long_sft_steps, "long_model")
-    if args.short_model_path is not None:
-        short_model = AutoModelForCausalLM.from_pretrained(args.short_model_path)
-    else:
-        short_model = copy.deepcopy(long_model)
-        short_model = sft(short_model, data(0.0, args.seed + 10), args.short_sft_steps, "short_model")
-    return long_model, short_model, long_data
+        sft(model, long_data, args.long_sft_steps, "long_model")
+        args.long_model_path = str(out / "long_model")
+    if args.short_model_path is None:
+        # a fine-tune of the long model, reloaded from disk (a deep copy of a trained model would keep the Trainer's
+        # forward wrapper, bound to the original)
+        short_model = AutoModelForCausalLM.from_pretrained(args.long_model_path)
+        sft(short_model, data(0.0, args.seed + 10), args.short_sft_steps, "short_model")
+        args.short_model_path = str(out / "short_model")
+    return long_data
 
 
 def long2short_config(args: ExampleArguments, output_dir: Path, methods: list[str]) -> Long2ShortConfig:
@@ -228,7 +227,8 @@ def main(args: ExampleArguments) -> dict:
     # Models and data
     ################
     tokenizer = arithmetic.make_tokenizer()
-    long_model, short_model, sft_data = train_warm_starts(args, tokenizer, out)
+    sft_data = train_warm_starts(args, tokenizer, out)
+    short_model = AutoModelForCausalLM.from_pretrained(args.short_model_path)
     eval_dataset = arithmetic.make_rl_dataset(
         args.num_eval_prompts, seed=args.seed + 1, max_terms=args.max_terms, exclude=sft_data
     )
@@ -242,7 +242,7 @@ def main(args: ExampleArguments) -> dict:
     rows, reports = [], {}
     for name in args.runs:
         methods = RUNS[name]
-        model = copy.deepcopy(long_model)
+        model = AutoModelForCausalLM.from_pretrained(args.long_model_path)  # every run starts from the long model
         run_dir = out / "_".join(methods)
         trainer = Long2ShortTrainer(
             model,

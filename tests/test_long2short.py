@@ -8,6 +8,7 @@ import pytest
 import torch
 from datasets import Dataset, load_from_disk
 from transformers import AutoModelForCausalLM, HfArgumentParser, LlamaConfig, LlamaForCausalLM
+from trl import SFTConfig, SFTTrainer
 
 from trl_kimi import Long2ShortConfig, Long2ShortTrainer
 from trl_kimi.long2short import (
@@ -63,6 +64,26 @@ def test_merge_is_exact_weighted_average_and_leaves_inputs_alone(tmp_path):
     merged.save_pretrained(tmp_path)
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)
     assert torch.equal(reloaded.model.norm.weight, merged.model.norm.weight)
+
+
+def test_merged_model_computes_with_its_own_weights_after_a_trainer_touched_the_input(tmp_path):
+    # Regression: a Trainer leaves accelerate's `forward` wrapper, bound to the original model, on the instance; a
+    # plain deep copy kept it, so the merged model answered exactly like the long model.
+    tokenizer = arithmetic.make_tokenizer()
+    long_model, short_model = tiny(tokenizer, 0), tiny(tokenizer, 1)
+    config = SFTConfig(
+        output_dir=str(tmp_path), use_cpu=True, bf16=False, max_steps=1, report_to="none", save_strategy="no",
+        gradient_checkpointing=False, disable_tqdm=True,
+    )  # fmt: skip
+    SFTTrainer(
+        long_model, args=config, train_dataset=arithmetic.make_sft_dataset(8), processing_class=tokenizer
+    ).train()
+    assert "forward" in long_model.__dict__  # the wrapper this test is about
+    ids = torch.tensor([[5, 6, 7]])
+    with torch.no_grad():
+        merged_logits = merge_models(long_model, short_model, alpha=0.0)(ids).logits
+        assert torch.equal(merged_logits, short_model(ids).logits)
+        assert not torch.equal(merged_logits, long_model(ids).logits)
 
 
 def test_merge_refuses_other_vocabularies_architectures_and_alphas():

@@ -10,6 +10,22 @@ from transformers.utils import logging
 logger = logging.get_logger(__name__)
 
 
+def detached_copy(model: nn.Module) -> nn.Module:
+    """
+    A deep copy of `model` that computes with its own weights.
+
+    A model that went through a `transformers.Trainer` carries an instance attribute `forward`: accelerate's wrapper
+    around the *original* object's bound `forward`. `copy.deepcopy` keeps that wrapper, so the copy would silently run
+    the original's weights (a merged model answering like the long model; a DPO reference that trains). Dropping the
+    instance attribute restores the class's `forward`, bound to the copy.
+    """
+    duplicate = copy.deepcopy(model)
+    for module in duplicate.modules():
+        module.__dict__.pop("forward", None)
+        module.__dict__.pop("_original_forward", None)
+    return duplicate
+
+
 def merge_models(long_model: nn.Module, short_model: nn.Module, alpha: float = 0.5) -> nn.Module:
     r"""
     Weight average of two models of the same architecture: ``θ = α·θ_long + (1 − α)·θ_short``.
@@ -89,7 +105,7 @@ def merge_models(long_model: nn.Module, short_model: nn.Module, alpha: float = 0
             merged_state[name] = tensor.clone()
         else:
             raise ValueError(f"Non-float tensor {name!r} differs between the models and cannot be averaged.")
-    merged = copy.deepcopy(long_model)
+    merged = detached_copy(long_model)
     merged.load_state_dict(merged_state)
     logger.info(f"Merged {len(merged_state)} tensors with alpha={alpha} (weight of the long model).")
     return merged

@@ -8,7 +8,6 @@ the bookkeeping between them: each stage starts from the previous stage's model,
 `output_dir/<method>/`, and is measured (accuracy, mean completion tokens) before and after on `eval_dataset`.
 """
 
-import copy
 import json
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 from ..trainer import KimiMirrorDescentTrainer
 from .config import Long2ShortConfig
-from .merging import merge_models
+from .merging import detached_copy, merge_models
 from .rejection import build_dpo_pairs, sample_and_verify, select_shortest_correct, shortest_rejection_sampling
 from .rl import long2short_length_penalty, long2short_rl_config
 
@@ -227,7 +226,7 @@ class Long2ShortTrainer:
         )
         # The reference is the model at the start of the stage. TRL would reload it from `config.name_or_path`, which
         # is the long model's checkpoint (or nothing, for a model built in memory), not this stage's starting point.
-        ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        ref_model = detached_copy(self.model).eval().requires_grad_(False)
         trainer = DPOTrainer(
             self.model,
             ref_model=ref_model,
