@@ -20,7 +20,10 @@ Long2short on the embedded chain-sum task: the four methods of Kimi k1.5 §2.4 s
 python examples/long2short.py --output_dir runs/long2short
 ```
 
-The defaults fit 2 CPU cores and about 10 minutes; `--help` lists the sizes.
+On 2 CPU cores the five runs take about 6.5 minutes and the two warm starts longer (the long model's 400 SFT steps
+dominate); `--long_model_path` / `--short_model_path` reuse warm starts from an earlier run. On a machine shared
+with other jobs, `OMP_NUM_THREADS=1` avoids thread oversubscription (it was 7x faster per step there). `--help`
+lists the sizes. Measured figures are in the README's Long2short section.
 
 GPU recipe (the same `Long2ShortTrainer`, Hub models; the long-CoT checkpoint is yours, e.g. the output of
 `examples/kimi_gsm8k.py`, and the short model a short-CoT fine-tune of the same base):
@@ -73,7 +76,7 @@ RUNS = {  # table row -> chain of methods, each run from the long model
 
 @dataclass
 class ExampleArguments:
-    """Sizes of the embedded run; the defaults take about 10 minutes on 2 CPU cores."""
+    """Sizes of the embedded run (see the module docstring for timings)."""
 
     output_dir: str = field(default="runs/long2short", metadata={"help": "Where runs, table, plot and results go."})
     seed: int = field(default=0, metadata={"help": "Seed of data, initialisation, sampling and training."})
