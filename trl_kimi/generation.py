@@ -12,6 +12,7 @@ way the trainer does (tokens up to and including EOS; no EOS within `max_new_tok
 >>> samples = sample_completions(model, tokenizer, ["3+4="], num_samples=2, max_new_tokens=5)
 >>> len(samples), len(samples[0]), samples[0][0].num_tokens <= 5
 (1, 2, True)
+
 ```
 """
 
