@@ -201,6 +201,7 @@ def evaluate(
     max_new_tokens: int = 1024,
     temperature: float = 1.0,
     top_p: float = 1.0,
+    top_k: int = 0,
     batch_size: int = 64,
     seed: int = 0,
     llm: Any = None,
@@ -260,6 +261,7 @@ def evaluate(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         top_p=top_p,
+        top_k=top_k,
         batch_size=batch_size,
         seed=seed,
         llm=llm,
@@ -279,7 +281,9 @@ def evaluate(
         rewards_by_id = {(p, j): v for (p, j, _), v in zip(scored, values)}
     unscored = sum(v is None for v in rewards_by_id.values())
     if unscored:
-        logger.warning("%d of %d answers got a None reward (not applicable); they count as wrong.", unscored, len(flat))
+        logger.warning(
+            "%d of %d answers got a None reward (not applicable); they count as wrong.", unscored, len(flat)
+        )
     rewards = [[float(rewards_by_id.get((p, j)) or 0.0) for j in range(len(group))] for p, group in enumerate(samples)]
     correct = [[float(r >= success_threshold) for r in group] for group in rewards]
     lengths = [c.num_tokens for _, _, c in flat]
