@@ -14,6 +14,7 @@ from ..model_card import CARD_METRICS, card_config_values, card_metrics, generat
 from ..rewards import LengthPenaltyReward
 from ..sampling import CurriculumSampler, KimiSampler, PrioritizedSampler, read_difficulties
 from .kimi_config import KimiConfig
+from .preflight import check_launch_config
 
 
 logger = logging.get_logger(__name__)
@@ -118,14 +119,10 @@ class KimiMirrorDescentTrainer(GRPOTrainer):
             raise TypeError(
                 f"args must be a KimiConfig, got {kind}{hint}. Build a trl_kimi.KimiConfig with the same arguments."
             )
+        check_launch_config(args)  # before the model is wrapped or anything generated
         super().__init__(model, reward_funcs, args=args, **kwargs)
         self._length_penalties = self._take_out_group_rewards()
 
-        if args.reset_optimizer_each_iteration and self.is_deepspeed_enabled:
-            raise ValueError(
-                "reset_optimizer_each_iteration=True is not supported with DeepSpeed, whose optimizer keeps its state "
-                "in partitioned buffers that cannot be cleared from here. Turn it off, or train with DDP/FSDP."
-            )
         updates_per_batch = args.steps_per_generation * args.num_iterations
         if updates_per_batch <= args.gradient_accumulation_steps:
             logger.info(
