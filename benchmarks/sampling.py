@@ -61,8 +61,9 @@ class BenchmarkArguments(DemoArguments):
 class HeldOutEvaluation(TrainerCallback):
     """Held-out accuracy every `every` optimizer steps (and at the last one)."""
 
-    def __init__(self, args: BenchmarkArguments, tokenizer, dataset):
+    def __init__(self, args: BenchmarkArguments, tokenizer, dataset, strategy: str = ""):
         self.args, self.tokenizer, self.dataset, self.curve = args, tokenizer, dataset, []
+        self.strategy = strategy
 
     def on_step_end(self, train_args, state, control, model=None, **kwargs):
         if state.global_step % self.args.eval_every == 0 or state.global_step == state.max_steps:
@@ -76,6 +77,10 @@ class HeldOutEvaluation(TrainerCallback):
                 seed=self.args.seeds[0],
             )["accuracy"]
             self.curve.append((state.global_step, accuracy))
+            # One line per evaluation, so a run cut short still leaves its curve in the log.
+            print(
+                f"[bench] seed {train_args.seed} {self.strategy} step {state.global_step}: {accuracy:.4f}", flush=True
+            )
 
 
 def with_difficulty(dataset):
@@ -104,14 +109,19 @@ def _seed_args(args: BenchmarkArguments, seed: int) -> BenchmarkArguments:
 
 
 def warm_start_seed(args: BenchmarkArguments, seed: int) -> float:
-    """The seed's SFT warm start, saved to `<output_dir>/seed<seed>/warm_start.pt`; returns its held-out accuracy."""
+    """The seed's SFT warm start, saved to `<output_dir>/seed<seed>/warm_start.pt` (reused when that file exists, so an
+    interrupted benchmark restarts from its warm starts); returns its held-out accuracy."""
     set_seed(seed)
     seed_args = _seed_args(args, seed)
     tokenizer = arithmetic.make_tokenizer()
     model = arithmetic.make_model(tokenizer, args.hidden_size, args.num_layers, seed=seed)
     sft, held_out, _ = _datasets(args, seed)
-    warm_start(seed_args, model, tokenizer, sft)
-    torch.save(model.state_dict(), Path(seed_args.output_dir) / "warm_start.pt")
+    saved = Path(seed_args.output_dir) / "warm_start.pt"
+    if saved.exists():
+        model.load_state_dict(torch.load(saved, weights_only=True))
+    else:
+        warm_start(seed_args, model, tokenizer, sft)
+        torch.save(model.state_dict(), saved)
     accuracy = arithmetic.evaluate_accuracy(
         model, tokenizer, held_out, num_samples=args.eval_samples, max_new_tokens=args.max_completion_length, seed=seed
     )["accuracy"]
@@ -138,7 +148,7 @@ def run_strategy(args: BenchmarkArguments, seed: int, strategy: str) -> dict:
     else:
         config.curriculum_steps = [third, 2 * third]
     config._check_sampling()  # the fields were set after __post_init__
-    evaluation = HeldOutEvaluation(seed_args, tokenizer, held_out)
+    evaluation = HeldOutEvaluation(seed_args, tokenizer, held_out, strategy)
     started = time.perf_counter()
     KimiMirrorDescentTrainer(
         model=model,

@@ -149,7 +149,10 @@ def main() -> None:
     print(
         f"\ndevice: {results['kimi'][0]['device']}; {args.repeats} alternating repeats, {args.steps} timed steps each"
     )
-    ratios = {"step time (median s/step)": ("step_s", "{:.4f}")}
+    for name in results:  # completion tokens trained on per second (each step trains on `batch_size` completions)
+        for row in results[name]:
+            row["tokens_per_s"] = args.batch_size * args.completion_length / row["step_s"]
+    ratios = {"step time (median s/step)": ("step_s", "{:.4f}"), "completion tokens/s": ("tokens_per_s", "{:.0f}")}
     if results["kimi"][0]["peak_cuda_mb"]:
         ratios["peak CUDA memory (MB)"] = ("peak_cuda_mb", "{:.0f}")
     ratios["peak RSS (MB)"] = ("peak_rss_mb", "{:.0f}")

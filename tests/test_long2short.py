@@ -321,6 +321,12 @@ def test_chain_runs_end_to_end_offline(tmp_path):
     final = AutoModelForCausalLM.from_pretrained(results["final_model"])
     assert not torch.equal(final.model.norm.weight, merged.model.norm.weight)
     assert json.loads((tmp_path / "results.json").read_text())["stages"][3]["method"] == "rl"
+    # what the `trl-kimi long2short` command calls after train()
+    trainer.save_model(str(tmp_path / "final"))
+    assert (tmp_path / "final" / "model.safetensors").exists() and (tmp_path / "final" / "tokenizer.json").exists()
+    card = trainer.create_model_card(dataset_name="chain-sum")
+    assert "merge → rejection_sft → dpo → rl, on chain-sum" in card and card.count("\n| ") == 5
+    assert (tmp_path / "README.md").read_text() == card
 
 
 def test_trainer_refuses_bad_inputs(tmp_path):

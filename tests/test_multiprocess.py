@@ -22,35 +22,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_two_processes(script: str, out_dir: Path) -> None:
-    """`torchrun --nproc_per_node 2 tests/scripts/<script> <out_dir>` on CPU (gloo); fails the test on error."""
+def run_two_processes(script: str, out_dir: Path, launcher: str = "torchrun") -> None:
+    """Run `tests/scripts/<script> <out_dir>` in 2 CPU processes (gloo); fails the test on error. `launcher` is
+    "torchrun" or "accelerate" (`accelerate launch` with the shipped examples/accelerate_configs/cpu_2proc.yaml)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        str(REPO / "tests" / "scripts" / script),
-        str(out_dir),
-    ]
+    port = str(free_port())
+    if launcher == "torchrun":
+        command = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
+        command += ["--master_port", port]
+    else:
+        config = REPO / "examples" / "accelerate_configs" / "cpu_2proc.yaml"
+        command = ["-m", "accelerate.commands.launch", "--config_file", str(config), "--main_process_port", port]
+    command = [sys.executable, *command, str(REPO / "tests" / "scripts" / script), str(out_dir)]
     result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
 
 
 @pytest.mark.slow
-def test_group_split_across_two_processes_gets_the_one_process_advantages_and_length_penalty(tmp_path):
-    run_two_processes("two_process_advantages.py", tmp_path)
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_group_split_across_two_processes_gets_the_one_process_advantages_and_length_penalty(tmp_path, launcher):
+    run_two_processes("two_process_advantages.py", tmp_path, launcher)
 
     straddling = slice(4, 8)  # 3 prompts x 4 generations, 6 per process: the middle group is split 2 + 2
     checked_advantages = checked_penalty = 0
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
+    assert [r["distributed_type"] for r in ranks] == ["DistributedType.MULTI_CPU"] * 2
     assert len(ranks[0]["batches"]) == 2
+    # One model: the same logged (process-averaged) losses and the same trained weights on both ranks, moved by training.
+    assert ranks[0]["losses"] == ranks[1]["losses"] and len(ranks[0]["losses"]) == 4
+    assert ranks[0]["weights_after"] == ranks[1]["weights_after"]
+    assert ranks[0]["weights_before"] == ranks[1]["weights_before"]
+    moved = [n for n, v in ranks[0]["weights_after"].items() if abs(v - ranks[0]["weights_before"][n]) > 1e-6]
+    assert len(moved) > len(ranks[0]["weights_after"]) // 2
     for batch0, batch1 in zip(ranks[0]["batches"], ranks[1]["batches"], strict=True):
         # The generated batch in global order is rank 0's slice then rank 1's.
         prompts = batch0["prompts"] + batch1["prompts"]

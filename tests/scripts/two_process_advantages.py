@@ -1,9 +1,11 @@
-"""Launched by tests/test_multiprocess.py as `torchrun --nproc_per_node 2 <this> OUT_DIR` (CPU, gloo).
+"""Launched by tests/test_multiprocess.py as `torchrun --nproc_per_node 2 <this> OUT_DIR` (CPU, gloo, DDP), or with
+`accelerate launch --config_file examples/accelerate_configs/cpu_2proc.yaml` (what the README shows).
 
 Trains 4 steps where the 3 prompts x 4 generations of a generated batch are dealt 6 per process, so the middle
 prompt's group straddles the two processes. The rewards are a correctness stand-in (the fraction of digits) and a
 LengthPenaltyReward judged by it. Each rank writes, per generated batch, its prompts, its completions' token lengths,
-the gathered rewards per function and its advantages to OUT_DIR/rank{N}.json.
+the gathered rewards per function and its advantages to OUT_DIR/rank{N}.json, plus the distributed type, the logged
+losses and a per-tensor checksum of the weights before and after training.
 """
 
 import json
@@ -43,8 +45,10 @@ def main(out_dir: str) -> None:
         steps_per_generation=2,
     )
     penalty = LengthPenaltyReward(correctness_reward="digit_fraction_reward", threshold=0.25, warmup_steps=0)
+    model = tiny_model(tokenizer)
+    before = {name: tensor.double().sum().item() for name, tensor in sorted(model.state_dict().items())}
     trainer = DumpingTrainer(
-        model=tiny_model(tokenizer),
+        model=model,
         reward_funcs=[digit_fraction_reward, penalty],
         args=args,
         train_dataset=arithmetic.make_rl_dataset(24, seed=0, max_terms=4),
@@ -54,7 +58,23 @@ def main(out_dir: str) -> None:
     trainer.train()
     rank = trainer.accelerator.process_index
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
-        json.dump({"world_size": trainer.accelerator.num_processes, "batches": trainer.dumps}, f)
+        json.dump(
+            {
+                "world_size": trainer.accelerator.num_processes,
+                "distributed_type": str(trainer.accelerator.distributed_type),
+                "batches": trainer.dumps,
+                "losses": [log["loss"] for log in trainer.state.log_history if "loss" in log],
+                "weights_before": before,
+                "weights_after": checksums(trainer),
+            },
+            f,
+        )
+
+
+def checksums(trainer) -> dict[str, float]:
+    """Sum of each weight tensor of the trained model, as `accelerator.get_state_dict` returns it for saving."""
+    state = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    return {name: tensor.double().sum().item() for name, tensor in sorted(state.items())}
 
 
 if __name__ == "__main__":

@@ -41,6 +41,10 @@ class Long2ShortConfig:
             Log every this many optimizer steps.
         gradient_checkpointing (`bool`, *optional*, defaults to `True`):
             Gradient checkpointing in the training stages (TRL's default; turn it off for tiny models).
+        push_to_hub (`bool`, *optional*, defaults to `False`):
+            Whether the caller pushes the final model ([`Long2ShortTrainer.push_to_hub`]); `train` itself never does.
+        hub_model_id (`str`, *optional*):
+            Hub repository of the final model (`None`: the name of `output_dir`).
 
         > Sampling (rejection sampling and DPO pairs) and correctness
 
@@ -130,6 +134,12 @@ class Long2ShortConfig:
     logging_steps: int = field(default=10, metadata={"help": "Log every this many optimizer steps."})
     gradient_checkpointing: bool = field(
         default=True, metadata={"help": "Gradient checkpointing in the training stages (TRL's default)."}
+    )
+    push_to_hub: bool = field(
+        default=False, metadata={"help": "Push the final model to the Hub (Long2ShortTrainer.push_to_hub)."}
+    )
+    hub_model_id: str | None = field(
+        default=None, metadata={"help": "Hub repository of the final model (default: the output_dir's name)."}
     )
 
     # sampling and correctness

@@ -310,6 +310,52 @@ class Long2ShortTrainer:
         (out / "results.json").write_text(json.dumps(_round(results), indent=2, default=str))
         return results
 
+    # ------------------------------------------------------------------ saving and sharing (the CLI's calls)
+    def save_model(self, output_dir: str | None = None) -> None:
+        """Save the current model and its tokenizer to `output_dir` (default `args.output_dir`)."""
+        output_dir = output_dir or self.args.output_dir
+        self.model.save_pretrained(output_dir)
+        self.processing_class.save_pretrained(output_dir)
+
+    def create_model_card(self, dataset_name: str | None = None) -> str:
+        """Write `README.md` in `args.output_dir`: the chain and each stage's accuracy and mean tokens (after
+        [`train`]). Returns its text."""
+        results_path = Path(self.args.output_dir) / "results.json"
+        stages = json.loads(results_path.read_text())["stages"] if results_path.exists() else []
+        rows = []
+        for stage in stages:
+            before, after = stage["before"] or {}, stage["after"] or {}
+            rows.append(
+                f"| {stage['method']} | {before.get('accuracy', float('nan')):.3f} → "
+                f"{after.get('accuracy', float('nan')):.3f} | {before.get('mean_tokens', float('nan')):.1f} → "
+                f"{after.get('mean_tokens', float('nan')):.1f} |"
+            )
+        card = (
+            "---\nlibrary_name: transformers\ntags:\n- trl\n- trl-kimi\n- long2short\n---\n\n"
+            f"# {Path(self.args.output_dir).name}\n\nLong2short ([Kimi k1.5](https://huggingface.co/papers/2501.12599) "
+            f"§2.4) with trl-kimi's `Long2ShortTrainer`: {' → '.join(self.args.methods)}"
+            + (f", on {dataset_name}" if dataset_name else "")
+            + ".\n\n| stage | accuracy | mean tokens |\n|---|---|---|\n"
+            + "\n".join(rows)
+            + "\n"
+        )
+        (Path(self.args.output_dir) / "README.md").write_text(card)
+        return card
+
+    def push_to_hub(self, dataset_name: str | None = None) -> str:
+        """Push the current model, its tokenizer and the card to `args.hub_model_id` (default: the output_dir's
+        name). Returns the repository id."""
+        repo_id = self.args.hub_model_id or Path(self.args.output_dir).name
+        self.create_model_card(dataset_name)
+        self.model.push_to_hub(repo_id)
+        self.processing_class.push_to_hub(repo_id)
+        from huggingface_hub import upload_file
+
+        upload_file(
+            path_or_fileobj=str(Path(self.args.output_dir) / "README.md"), path_in_repo="README.md", repo_id=repo_id
+        )
+        return repo_id
+
 
 def _sample_stats(samples: list) -> dict[str, int | float]:
     """Counts of one sampling round: prompts, prompts without a correct sample (skipped), mean sampled tokens."""

@@ -10,9 +10,11 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import get_config_model_id
 
 from ..losses import mean_baseline_advantages, mirror_descent_loss, sequence_logps, squared_residuals
+from ..model_card import CARD_METRICS, card_config_values, card_metrics, generate_kimi_model_card
 from ..rewards import LengthPenaltyReward
 from ..sampling import CurriculumSampler, KimiSampler, PrioritizedSampler, read_difficulties
 from .kimi_config import KimiConfig
+from .preflight import check_launch_config
 
 
 logger = logging.get_logger(__name__)
@@ -117,14 +119,10 @@ class KimiMirrorDescentTrainer(GRPOTrainer):
             raise TypeError(
                 f"args must be a KimiConfig, got {kind}{hint}. Build a trl_kimi.KimiConfig with the same arguments."
             )
+        check_launch_config(args)  # before the model is wrapped or anything generated
         super().__init__(model, reward_funcs, args=args, **kwargs)
         self._length_penalties = self._take_out_group_rewards()
 
-        if args.reset_optimizer_each_iteration and self.is_deepspeed_enabled:
-            raise ValueError(
-                "reset_optimizer_each_iteration=True is not supported with DeepSpeed, whose optimizer keeps its state "
-                "in partitioned buffers that cannot be cleared from here. Turn it off, or train with DDP/FSDP."
-            )
         updates_per_batch = args.steps_per_generation * args.num_iterations
         if updates_per_batch <= args.gradient_accumulation_steps:
             logger.info(
@@ -134,6 +132,41 @@ class KimiMirrorDescentTrainer(GRPOTrainer):
             )
         self._gathered_rewards_per_func: torch.Tensor | None = None
         self.sampler = self._make_sampler() if args.sampling_strategy != "uniform" else None
+
+    # ------------------------------------------------------------------ model card
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | None = None,
+        tags: str | list[str] | None = None,
+        eval_results: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """
+        Write `README.md` in `output_dir`: TRL's tags and paper fields (`_tag_names`, `_name`, `_paper`) rendered
+        with [`~trl_kimi.model_card.generate_kimi_model_card`], which adds the key config values, the last logged
+        metrics and `eval_results` (e.g. the summary of `trl-kimi eval`). Called by `push_to_hub` and at each
+        checkpoint, as TRL's is.
+        """
+        if not self.is_world_process_zero():
+            return
+        model_id = get_config_model_id(self.model.config)
+        base_model = model_id if model_id and not os.path.isdir(model_id) else None
+        tags = {tags} if isinstance(tags, str) else set(tags or ())
+        tags.update(self._tag_names)
+        card = generate_kimi_model_card(
+            model_name=model_name or os.path.basename(os.path.abspath(self.args.output_dir)),
+            model_id=self.hub_model_id or self.args.hub_model_id or self.args.output_dir,
+            base_model=base_model,
+            dataset_name=dataset_name,
+            tags=sorted(tags),
+            trainer_name=self._name,
+            paper=self._paper,
+            config_values=card_config_values(self.args),
+            metrics=card_metrics(self.state.log_history, names=CARD_METRICS),
+            eval_results=eval_results,
+        )
+        card.save(os.path.join(self.args.output_dir, "README.md"))
 
     # ------------------------------------------------------------------ rewards
     def _take_out_group_rewards(self) -> dict[int, LengthPenaltyReward]:

@@ -1,0 +1,364 @@
+r"""
+Evaluation the way the Kimi k1.5 report reports it: pass@1 averaged over n samples per problem (avg@n), pass@k, and
+how many tokens the answers took.
+
+Why avg@n: on small benchmarks (AIME has 30 problems) one sample per problem is too noisy to compare checkpoints; the
+report samples each problem n times and averages the pass@1 of those samples. pass@k uses the unbiased estimator of
+[Chen et al., 2021](https://huggingface.co/papers/2107.03374) on the same n samples, so no extra generation is needed.
+
+Sampling goes through [`~trl_kimi.generation.sample_completions`] (HF `generate`, or vLLM with `llm=`), the loop the
+rest of the package uses, so lengths and truncation are counted as in training: tokens up to and including EOS; an
+answer cut by `max_new_tokens` scores 0.
+
+```python
+>>> from trl_kimi.evaluation import avg_at_n, pass_at_k
+>>> round(pass_at_k(n=4, c=1, k=2), 4)  # 1 - C(3,2)/C(4,2) = 1 - 3/6
+0.5
+>>> avg_at_n([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]])  # (0.25 + 1.0) / 2
+0.625
+
+```
+"""
+
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+from datasets import Dataset
+
+from .generation import sample_completions
+
+
+logger = logging.getLogger(__name__)
+
+BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+# ---------------------------------------------------------------------------------------------------- pure metrics
+def pass_at_k(n: int, c: int, k: int) -> float:
+    r"""
+    Unbiased pass@k from n samples of which c are correct: ``1 − C(n−c, k) / C(n, k)`` (Chen et al., 2021, eq. 1).
+
+    Computed as ``1 − Π_{i=n−c+1}^{n} (1 − k/i)``, which never forms the large binomials.
+
+    ```python
+    >>> pass_at_k(n=10, c=0, k=5), pass_at_k(n=10, c=10, k=1), round(pass_at_k(n=5, c=1, k=1), 6)
+    (0.0, 1.0, 0.2)
+
+    ```
+    """
+    if n < 1:
+        raise ValueError(f"n (samples per problem) must be >= 1, got {n}.")
+    if not 0 <= c <= n:
+        raise ValueError(f"c (correct samples) must be in [0, n={n}], got {c}.")
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, n={n}] (pass@k needs at least k samples per problem), got {k}.")
+    if n - c < k:  # every draw of k samples contains a correct one
+        return 1.0
+    prob_all_wrong = 1.0
+    for i in range(n - c + 1, n + 1):
+        prob_all_wrong *= 1.0 - k / i
+    return 1.0 - prob_all_wrong
+
+
+def avg_at_n(correct: Sequence[Sequence[float]]) -> float:
+    """
+    pass@1 averaged over the n samples of each problem, then over problems: ``(1/P) Σ_p (1/n) Σ_j r_pj``.
+
+    `correct[p][j]` is the reward (1.0 correct, 0.0 wrong) of sample j of problem p; problems may have different n.
+    """
+    if not correct:
+        raise ValueError("avg@n of no problems: the dataset is empty.")
+    for p, samples in enumerate(correct):
+        if not samples:
+            raise ValueError(f"Problem {p} has no samples; pass num_samples >= 1.")
+    return fmean(fmean(samples) for samples in correct)
+
+
+def mean_pass_at_k(correct: Sequence[Sequence[float]], k: int, threshold: float = 1.0) -> float:
+    """pass@k averaged over problems; a sample is correct when its reward is >= `threshold`."""
+    return fmean(pass_at_k(len(s), sum(r >= threshold for r in s), k) for s in correct)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0 ≤ q ≤ 100) with linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        raise ValueError("percentile of no values.")
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+# ---------------------------------------------------------------------------------------------------- datasets
+@dataclass(frozen=True)
+class BenchmarkFormat:
+    """
+    Which column of a benchmark holds the problem and which the gold answer, and how the problem is asked.
+
+    Args:
+        prompt_column (`str`): column with the problem text.
+        answer_column (`str`): column with the gold answer (bare, `\\boxed{}` solution or GSM8K `#### 18`), passed to
+            the verifier as `solution`.
+        instruction (`str`): appended to the problem (blank line between), e.g. the request for a `\\boxed{}` answer.
+    """
+
+    prompt_column: str
+    answer_column: str
+    instruction: str = BOXED_INSTRUCTION
+
+
+# The formats of the copies in ../shared/data and of their Hub versions. AIME sets on the Hub (e.g. AI-MO/aimo-
+# validation-aime, the report's AIME 2024) use the MATH-500 columns: problem/answer.
+BENCHMARK_FORMATS: dict[str, BenchmarkFormat] = {
+    "math500": BenchmarkFormat("problem", "answer"),
+    "gsm8k": BenchmarkFormat("question", "answer"),
+    "aime": BenchmarkFormat("problem", "answer"),
+}
+
+
+def to_eval_dataset(
+    dataset: Dataset,
+    benchmark: str | BenchmarkFormat = "math500",
+    conversational: bool = True,
+    system_prompt: str | None = None,
+) -> Dataset:
+    r"""
+    A benchmark's rows → `prompt` (a user message asking for a `\boxed{}` answer, or plain text) and `solution`.
+
+    Other columns are kept (a verifier may need them, e.g. `test_list` for code). Raises a `ValueError` naming the
+    missing column and the columns present.
+
+    ```python
+    >>> rows = Dataset.from_dict({"question": ["2 + 2?"], "answer": ["2 + 2 = 4\n#### 4"]})
+    >>> to_eval_dataset(rows, "gsm8k", conversational=False)[0]["prompt"]
+    '2 + 2?\n\nPlease reason step by step, and put your final answer within \\boxed{}.'
+
+    ```
+    """
+    if isinstance(benchmark, str):
+        if benchmark not in BENCHMARK_FORMATS:
+            raise ValueError(
+                f"Unknown benchmark format {benchmark!r}; use one of {sorted(BENCHMARK_FORMATS)}, or pass "
+                "--prompt_column and --answer_column."
+            )
+        benchmark = BENCHMARK_FORMATS[benchmark]
+    missing = [c for c in (benchmark.prompt_column, benchmark.answer_column) if c not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"The dataset has no column {missing[0]!r} (columns: {dataset.column_names}). Pick the benchmark format "
+            f"that matches ({', '.join(f'{k}: {v.prompt_column}/{v.answer_column}' for k, v in BENCHMARK_FORMATS.items())}) "
+            "or name the columns with --prompt_column / --answer_column."
+        )
+
+    def convert(row: dict) -> dict:
+        text = row[benchmark.prompt_column]
+        text = f"{text}\n\n{benchmark.instruction}" if benchmark.instruction else text
+        if not conversational:
+            return {"prompt": text, "solution": str(row[benchmark.answer_column])}
+        messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        messages.append({"role": "user", "content": text})
+        return {"prompt": messages, "solution": str(row[benchmark.answer_column])}
+
+    drop = [c for c in ("prompt", "solution") if c in dataset.column_names]
+    return dataset.map(convert, remove_columns=drop)
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+@dataclass
+class EvalResult:
+    """Summary of an evaluation. `pass_at_k` maps k to pass@k; token statistics are over all samples."""
+
+    accuracy: float  # avg@n: pass@1 averaged over the n samples of each problem
+    pass_at_k: dict[int, float]
+    mean_tokens: float
+    p50_tokens: float
+    p90_tokens: float
+    p99_tokens: float
+    truncated_fraction: float
+    num_problems: int
+    num_samples: int  # per problem (n)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["pass_at_k"] = {f"pass@{k}": v for k, v in self.pass_at_k.items()}
+        return out
+
+
+def evaluate(
+    model,
+    processing_class,
+    dataset: Dataset,
+    reward_func: Callable,
+    num_samples: int = 4,
+    k: Sequence[int] = (1,),
+    *,
+    max_new_tokens: int = 1024,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    batch_size: int = 64,
+    seed: int = 0,
+    llm: Any = None,
+    output_dir: str | Path | None = None,
+    progress: bool = False,
+    success_threshold: float = 1.0,
+) -> EvalResult:
+    r"""
+    Sample `num_samples` answers to each `prompt` of `dataset`, score them with `reward_func`, summarise.
+
+    `reward_func` has TRL's reward signature (`f(completions, **columns) -> list[float | None]`, e.g.
+    [`~trl_kimi.verifiers.math_reward`] with the `solution` column); it sees every dataset column except `prompt`.
+    A truncated answer (no EOS within `max_new_tokens`) scores 0 without reaching the verifier; a `None` reward
+    ("not applicable") also counts as 0 and is reported in the log. A sample is correct when its reward is
+    ≥ `success_threshold`.
+
+    With `output_dir`, writes `samples.jsonl` (one line per sample: `prompt_id`, `sample_id`, `prompt`,
+    `completion`, `num_tokens`, `finished`, `reward`, and the dataset's other columns), `summary.json` and
+    `accuracy_vs_tokens.png`.
+
+    Example:
+    ```python
+    >>> from trl_kimi.tasks import arithmetic
+    >>> tokenizer = arithmetic.make_tokenizer()
+    >>> model = arithmetic.make_model(tokenizer, hidden_size=32, num_layers=1, num_heads=2)
+    >>> dataset = arithmetic.make_rl_dataset(3, seed=0)
+    >>> result = evaluate(model, tokenizer, dataset, arithmetic.addition_reward, num_samples=2, k=[1, 2],
+    ...                   max_new_tokens=8)
+    >>> sorted(result.pass_at_k), result.num_problems, result.num_samples
+    ([1, 2], 3, 2)
+
+    ```
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples (n) must be >= 1, got {num_samples}; pass e.g. --num_samples 4.")
+    ks = sorted(set(k))
+    too_large = [x for x in ks if not 1 <= x <= num_samples]
+    if too_large:
+        raise ValueError(
+            f"pass@k needs 1 <= k <= num_samples={num_samples}, got k={too_large}; raise --num_samples to at least "
+            f"{max(too_large)} or drop those k."
+        )
+    if "prompt" not in dataset.column_names:
+        raise ValueError(
+            f"The evaluation dataset needs a 'prompt' column (columns: {dataset.column_names}); convert a benchmark "
+            "with trl_kimi.evaluation.to_eval_dataset."
+        )
+    if len(dataset) == 0:
+        raise ValueError("The evaluation dataset is empty.")
+
+    prompts = dataset["prompt"]
+    samples = sample_completions(
+        model,
+        processing_class,
+        prompts,
+        num_samples,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        batch_size=batch_size,
+        seed=seed,
+        llm=llm,
+        progress=progress,
+    )
+    columns = {name: dataset[name] for name in dataset.column_names if name != "prompt"}
+    # Score finished answers only: a truncated one has no final answer (and the code verifier would run half a program).
+    flat = [(p, j, c) for p, group in enumerate(samples) for j, c in enumerate(group)]
+    scored = [(p, j, c) for p, j, c in flat if c.finished]
+    rewards_by_id: dict[tuple[int, int], float | None] = {}
+    if scored:
+        values = reward_func(
+            [c.text for _, _, c in scored], **{name: [col[p] for p, _, _ in scored] for name, col in columns.items()}
+        )
+        if len(values) != len(scored):
+            raise ValueError(f"The reward function returned {len(values)} rewards for {len(scored)} completions.")
+        rewards_by_id = {(p, j): v for (p, j, _), v in zip(scored, values)}
+    unscored = sum(v is None for v in rewards_by_id.values())
+    if unscored:
+        logger.warning(
+            "%d of %d answers got a None reward (not applicable); they count as wrong.", unscored, len(flat)
+        )
+    rewards = [[float(rewards_by_id.get((p, j)) or 0.0) for j in range(len(group))] for p, group in enumerate(samples)]
+    correct = [[float(r >= success_threshold) for r in group] for group in rewards]
+    lengths = [c.num_tokens for _, _, c in flat]
+
+    result = EvalResult(
+        accuracy=avg_at_n(correct),
+        pass_at_k={x: mean_pass_at_k(correct, x) for x in ks},
+        mean_tokens=fmean(lengths),
+        p50_tokens=percentile(lengths, 50),
+        p90_tokens=percentile(lengths, 90),
+        p99_tokens=percentile(lengths, 99),
+        truncated_fraction=fmean(not c.finished for _, _, c in flat),
+        num_problems=len(samples),
+        num_samples=num_samples,
+    )
+    if output_dir is not None:
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "samples.jsonl", "w") as f:
+            for p, j, c in flat:
+                row = {
+                    "prompt_id": p,
+                    "sample_id": j,
+                    "prompt": prompts[p],
+                    "completion": c.text,
+                    "num_tokens": c.num_tokens,
+                    "finished": c.finished,
+                    "reward": rewards[p][j],
+                    **{name: col[p] for name, col in columns.items()},
+                }
+                f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        (out / "summary.json").write_text(json.dumps(result.to_dict(), indent=2))
+        plot_accuracy_vs_tokens(
+            [c.num_tokens for _, _, c in flat], [correct[p][j] for p, j, _ in flat], out / "accuracy_vs_tokens.png"
+        )
+    return result
+
+
+def accuracy_within_budget(lengths: Sequence[int], correct: Sequence[float], budgets: Sequence[int]) -> list[float]:
+    """
+    For each token budget B, the fraction of samples that are correct *and* at most B tokens long: the accuracy a
+    generation cap of B would have kept (the curve long2short aims to move left).
+
+    ```python
+    >>> accuracy_within_budget([3, 5, 9, 9], [1.0, 0.0, 1.0, 1.0], [4, 8, 9])
+    [0.25, 0.25, 0.75]
+
+    ```
+    """
+    return [fmean(float(c >= 1.0 and n <= b) for n, c in zip(lengths, correct)) for b in budgets]
+
+
+def plot_accuracy_vs_tokens(lengths: Sequence[int], correct: Sequence[float], path: str | Path) -> None:
+    """Two panels: accuracy within a token budget (cumulative) and accuracy per completion-length quintile."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budgets = sorted(set(lengths))
+    fig, (ax_budget, ax_bins) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax_budget.plot(budgets, accuracy_within_budget(lengths, correct, budgets), drawstyle="steps-post")
+    ax_budget.axvline(fmean(lengths), color="gray", linestyle="--", label=f"mean tokens {fmean(lengths):.0f}")
+    ax_budget.set(xlabel="token budget B", ylabel="accuracy", title="Correct within B tokens", ylim=(0, 1))
+    ax_budget.legend(loc="lower right", fontsize=8)
+
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    num_bins = min(5, len(order))
+    bins = [order[b * len(order) // num_bins : (b + 1) * len(order) // num_bins] for b in range(num_bins)]
+    ax_bins.plot(
+        [fmean(lengths[i] for i in b) for b in bins], [fmean(correct[i] for i in b) for b in bins], marker="o"
+    )
+    ax_bins.set(xlabel="mean tokens of the bin", ylabel="accuracy", title="Accuracy by answer length", ylim=(0, 1))
+    for ax in (ax_budget, ax_bins):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

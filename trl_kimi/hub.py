@@ -1,0 +1,119 @@
+"""
+Loading a checkpoint by Hub id or local folder, and loading a dataset by Hub id, local file or folder, with errors
+that say what was tried and how to fix it.
+
+Why a module: the CLI, the examples and the evaluation all take "a Hub id or a local path"; transformers and datasets
+answer a typo with a long traceback about repositories and cache folders. These helpers call the same
+`from_pretrained` / `load_dataset` and turn their failures into one line naming the value and the fix. Publishing is
+TRL's: `trainer.push_to_hub()` uploads the output folder (weights, tokenizer, the card of
+[`~trl_kimi.model_card`]).
+
+```python
+>>> from trl_kimi.hub import load_dataset_any
+>>> load_dataset_any("chain-sum", num_rows=3).column_names
+['prompt', 'answer']
+
+```
+"""
+
+import os
+from pathlib import Path
+
+from datasets import Dataset, load_dataset, load_from_disk
+from transformers import AutoConfig, AutoProcessor, AutoTokenizer
+
+
+BUILTIN_DATASET = "chain-sum"  # trl_kimi.tasks.arithmetic: trains offline, no download
+_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
+
+
+def check_model_name_or_path(name_or_path: str | None, revision: str | None = None, what: str = "model") -> None:
+    """
+    Raise a `ValueError` unless `name_or_path` is a folder with a `config.json` or a Hub model id that resolves.
+
+    Offline (`HF_HUB_OFFLINE=1`) a Hub id resolves only when it is already in the local cache.
+    """
+    if not name_or_path:
+        raise ValueError(f"No {what} given: pass --model_name_or_path <Hub id or local folder>.")
+    path = Path(name_or_path)
+    if path.exists():
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise ValueError(
+                f"{what} {name_or_path!r} is not a model folder (no config.json in it). Pass the folder written by "
+                "save_pretrained / trainer.save_model (e.g. runs/demo/model), or a Hub id."
+            )
+        if not os.access(path / "config.json", os.R_OK):
+            raise ValueError(f"{what} folder {name_or_path!r} is not readable; check its permissions.")
+        return
+    try:
+        AutoConfig.from_pretrained(name_or_path, revision=revision)
+    except (OSError, ValueError) as error:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "false", "False", "")
+        hint = " (HF_HUB_OFFLINE is set: a Hub id must already be in the cache)" if offline else ""
+        raise ValueError(
+            f"Cannot load {what} {name_or_path!r}: no such local folder, and not a Hub model id that resolves{hint}. "
+            f"Pass a local folder written by save_pretrained or a Hub id such as Qwen/Qwen2.5-0.5B-Instruct. "
+            f"({type(error).__name__}: {str(error).splitlines()[0][:200]})"
+        ) from error
+
+
+def load_processing_class(name_or_path: str, revision: str | None = None):
+    """The processor of a multimodal checkpoint, else its tokenizer (left padding, as generation needs)."""
+    check_model_name_or_path(name_or_path, revision)
+    processor = AutoProcessor.from_pretrained(name_or_path, revision=revision)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    tokenizer.padding_side = "left"
+    return processor
+
+
+def load_tokenizer(name_or_path: str, revision: str | None = None):
+    """The tokenizer of a checkpoint, padding on the left."""
+    check_model_name_or_path(name_or_path, revision)
+    return AutoTokenizer.from_pretrained(name_or_path, revision=revision, padding_side="left")
+
+
+def load_dataset_any(
+    name: str,
+    config: str | None = None,
+    split: str = "train",
+    num_rows: int | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """
+    One split of a dataset given as the builtin `"chain-sum"`, a local file (`.json`, `.jsonl`, `.csv`, `.parquet`,
+    optionally `.gz`), a folder (`save_to_disk` output, or data files) or a Hub id.
+
+    `num_rows` keeps the first N rows (for `"chain-sum"`: draws N problems with `seed`).
+    """
+    if name == BUILTIN_DATASET:
+        from .tasks import arithmetic
+
+        return arithmetic.make_rl_dataset(num_rows or 2000, seed=seed)
+    path = Path(name)
+    try:
+        if path.is_file():
+            suffixes = [s for s in path.suffixes if s != ".gz"]
+            builder = _FILE_BUILDERS.get(suffixes[-1] if suffixes else "")
+            if builder is None:
+                raise ValueError(
+                    f"Dataset file {name!r} has an unknown extension; use one of {sorted(_FILE_BUILDERS)} "
+                    "(optionally gzipped)."
+                )
+            dataset = load_dataset(builder, data_files=str(path), split="train")
+        elif path.is_dir() and (path / "dataset_info.json").is_file():
+            dataset = load_from_disk(str(path))
+            if not isinstance(dataset, Dataset):
+                dataset = dataset[split]
+        elif path.is_dir():
+            dataset = load_dataset(str(path), config, split=split)
+        else:
+            dataset = load_dataset(name, config, split=split)
+    except (FileNotFoundError, ConnectionError, KeyError) as error:
+        raise ValueError(
+            f"Cannot load dataset {name!r} (split {split!r}): not a local file or folder, and not a Hub dataset "
+            f"that resolves. Pass a .jsonl/.json/.csv/.parquet file, a folder, a Hub id, or {BUILTIN_DATASET!r}. "
+            f"({type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''})"
+        ) from error
+    if num_rows is not None:
+        dataset = dataset.select(range(min(num_rows, len(dataset))))
+    return dataset

@@ -1,0 +1,206 @@
+"""
+`trl-kimi eval`: sample n answers per problem with HF `generate` (or vLLM with `--use_vllm`), score them with a
+verifier, and report avg@n (pass@1 averaged over the n samples), unbiased pass@k, and completion tokens (mean, p50,
+p90, p99, fraction truncated). Writes `samples.jsonl` (one line per sample), `summary.json` and
+`accuracy_vs_tokens.png` to `--output_dir`.
+
+```bash
+trl-kimi eval --model_name_or_path Qwen/Qwen2.5-Math-1.5B-Instruct --dataset_name ../shared/data/math500/test.jsonl \\
+    --num_samples 8 --k 1 4 8 --max_new_tokens 4096 --temperature 0.6 --use_vllm --output_dir eval-math500
+trl-kimi eval --model_name_or_path runs/demo/model --dataset_name chain-sum --max_samples 200 --max_new_tokens 96
+```
+
+AIME sets (`problem`/`answer`, e.g. a local copy of AI-MO/aimo-validation-aime) use `--dataset_format aime`.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+from trl import TrlParser
+
+from ..hub import BUILTIN_DATASET, check_model_name_or_path, load_dataset_any, load_processing_class
+from ._common import DATASET_FORMATS, REWARDS, check_reward_columns, prepare_dataset, resolve_reward, reward_function
+
+
+@dataclass
+class EvalArguments:
+    """
+    Flags of `trl-kimi eval`.
+
+    Args:
+        model_name_or_path (`str`):
+            Hub model id or local folder (e.g. the `--output_dir` of `trl-kimi train`).
+        model_revision (`str`, *optional*):
+            Hub revision (branch, tag or commit) of the model.
+        dtype (`str`, *optional*, defaults to `"auto"`):
+            Weights dtype for HF generation: `auto`, `float32`, `bfloat16`, `float16`.
+        dataset_name (`str`):
+            Hub dataset id, local file or folder, or `chain-sum`.
+        dataset_config (`str`, *optional*):
+            Hub dataset configuration name.
+        dataset_split (`str`, *optional*, defaults to `"test"`):
+            Split to evaluate (Hub datasets and folders of splits).
+        dataset_format (`str`, *optional*, defaults to `"auto"`):
+            `prompt`, `gsm8k` (`question`/`answer`), `math500` or `aime` (`problem`/`answer`), or `auto`.
+        prompt_column (`str`, *optional*):
+            Problem column of another benchmark.
+        answer_column (`str`, *optional*):
+            Gold-answer column of another benchmark.
+        reward (`str`, *optional*, defaults to `"auto"`):
+            Verifier: `math`, `code`, `chain-sum`, or `auto`.
+        system_prompt (`str`, *optional*):
+            System message before each problem.
+        max_samples (`int`, *optional*):
+            Evaluate the first N problems only (for `chain-sum`: generate N problems, seed `dataset_seed`).
+        dataset_seed (`int`, *optional*, defaults to `1`):
+            Seed of the `chain-sum` problems (the demo's held-out split uses 1).
+        num_samples (`int`, *optional*, defaults to `4`):
+            n, samples per problem; avg@n averages pass@1 over them.
+        k (`list[int]`, *optional*, defaults to `[1]`):
+            The k of pass@k (each at most n), e.g. `--k 1 4 8`.
+        max_new_tokens (`int`, *optional*, defaults to `1024`):
+            Generation cap; a truncated answer scores 0.
+        temperature (`float`, *optional*, defaults to `1.0`):
+            Sampling temperature (0 = greedy, then every sample is the greedy answer).
+        top_p (`float`, *optional*, defaults to `1.0`):
+            Nucleus-sampling mass.
+        top_k (`int`, *optional*, defaults to `0`):
+            Top-k sampling (0 = off).
+        batch_size (`int`, *optional*, defaults to `64`):
+            Sequences per `generate` call.
+        seed (`int`, *optional*, defaults to `0`):
+            Sampling seed: the same flags give the same samples.
+        use_vllm (`bool`, *optional*, defaults to `False`):
+            Generate with vLLM (`pip install trl-kimi[vllm]`, needs a GPU).
+        vllm_gpu_memory_utilization (`float`, *optional*, defaults to `0.9`):
+            Fraction of GPU memory vLLM may use.
+        vllm_tensor_parallel_size (`int`, *optional*, defaults to `1`):
+            GPUs vLLM shards the model over.
+        output_dir (`str`, *optional*, defaults to `"eval_results"`):
+            Where `samples.jsonl`, `summary.json` and `accuracy_vs_tokens.png` go.
+        progress (`bool`, *optional*, defaults to `True`):
+            Show a progress bar over generation batches.
+    """
+
+    model_name_or_path: str = field(metadata={"help": "Hub model id or local folder."})
+    dataset_name: str = field(
+        metadata={"help": f"Hub dataset id, local .jsonl/.json/.csv/.parquet file or folder, or {BUILTIN_DATASET!r}."}
+    )
+    model_revision: str | None = field(default=None, metadata={"help": "Hub revision of the model."})
+    dtype: str = field(
+        default="auto",
+        metadata={"help": "Weights dtype for HF generation.", "choices": ["auto", "float32", "bfloat16", "float16"]},
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
+    dataset_split: str = field(default="test", metadata={"help": "Split to evaluate."})
+    dataset_format: str = field(
+        default="auto", metadata={"help": "How rows become prompts.", "choices": list(DATASET_FORMATS)}
+    )
+    prompt_column: str | None = field(default=None, metadata={"help": "Problem column of another benchmark."})
+    answer_column: str | None = field(default=None, metadata={"help": "Gold-answer column of another benchmark."})
+    reward: str = field(default="auto", metadata={"help": "Verifier used to score answers.", "choices": list(REWARDS)})
+    system_prompt: str | None = field(default=None, metadata={"help": "System message before each problem."})
+    max_samples: int | None = field(default=None, metadata={"help": "Evaluate the first N problems only."})
+    dataset_seed: int = field(default=1, metadata={"help": "Seed of the chain-sum problems."})
+    num_samples: int = field(default=4, metadata={"help": "n: samples per problem (avg@n)."})
+    k: list[int] = field(default_factory=lambda: [1], metadata={"help": "The k of pass@k, each <= n."})
+    max_new_tokens: int = field(default=1024, metadata={"help": "Generation cap; truncated answers score 0."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (0 = greedy)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus-sampling mass."})
+    top_k: int = field(default=0, metadata={"help": "Top-k sampling (0 = off)."})
+    batch_size: int = field(default=64, metadata={"help": "Sequences per generate call."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed."})
+    use_vllm: bool = field(default=False, metadata={"help": "Generate with vLLM (needs a GPU)."})
+    vllm_gpu_memory_utilization: float = field(default=0.9, metadata={"help": "GPU memory fraction for vLLM."})
+    vllm_tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs vLLM shards the model over."})
+    output_dir: str = field(default="eval_results", metadata={"help": "Where the samples, summary and plot go."})
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+
+    def __post_init__(self):
+        # Checked before any model is loaded: a bad n should not cost a model load.
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples (n) must be >= 1, got {self.num_samples}; pass e.g. --num_samples 4.")
+        bad = [x for x in self.k if not 1 <= x <= self.num_samples]
+        if bad:
+            raise ValueError(
+                f"pass@k needs 1 <= k <= num_samples={self.num_samples}, got k={bad}; raise --num_samples or drop "
+                "those k."
+            )
+
+
+def make_parser(prog: str = "trl-kimi eval") -> TrlParser:
+    return TrlParser(EvalArguments, prog=prog)
+
+
+def run_eval(args: EvalArguments) -> dict:
+    """Evaluate; returns the summary written to `summary.json`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ..evaluation import evaluate
+
+    check_model_name_or_path(args.model_name_or_path, args.model_revision)
+    dataset = load_dataset_any(
+        args.dataset_name,
+        args.dataset_config,
+        split=args.dataset_split,
+        num_rows=args.max_samples,
+        seed=args.dataset_seed,
+    )
+    processing_class = load_processing_class(args.model_name_or_path, args.model_revision)
+    dataset = prepare_dataset(
+        dataset, args.dataset_format, processing_class, args.system_prompt, args.prompt_column, args.answer_column
+    )
+    reward = resolve_reward(args.reward, args.dataset_name, dataset.column_names)
+    check_reward_columns(reward, dataset.column_names)
+
+    model, llm = None, None
+    if args.use_vllm:
+        from trl.import_utils import is_vllm_available
+
+        if not is_vllm_available():
+            raise ImportError("--use_vllm needs vLLM: pip install 'trl-kimi[vllm]' (on a machine with a GPU).")
+        from vllm import LLM
+
+        llm = LLM(
+            model=args.model_name_or_path,
+            revision=args.model_revision,
+            gpu_memory_utilization=args.vllm_gpu_memory_utilization,
+            tensor_parallel_size=args.vllm_tensor_parallel_size,
+            seed=args.seed,
+        )
+    else:
+        dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
+        model = AutoModelForCausalLM.from_pretrained(
+            args.model_name_or_path, revision=args.model_revision, dtype=dtype
+        )
+        model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+
+    result = evaluate(
+        model,
+        getattr(processing_class, "tokenizer", processing_class),
+        dataset,
+        reward_function(reward),
+        num_samples=args.num_samples,
+        k=args.k,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        llm=llm,
+        output_dir=args.output_dir,
+        progress=args.progress,
+    )
+    summary = {"model": args.model_name_or_path, "dataset": args.dataset_name, "reward": reward, **result.to_dict()}
+    with open(f"{args.output_dir}/summary.json", "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
+def main(argv: list[str] | None = None, prog: str = "trl-kimi eval") -> int:
+    (args,) = make_parser(prog).parse_args_and_config(argv)
+    summary = run_eval(args)
+    print(json.dumps(summary, indent=2))
+    return 0
