@@ -10,6 +10,7 @@ trl-kimi long2short --model_name_or_path runs/demo/model --dataset_name chain-su
 `trl_kimi.long2short` is imported when this command runs, not before: the rest of the CLI works without it.
 """
 
+import importlib
 from dataclasses import dataclass, field
 
 from trl import ModelConfig, TrlParser
@@ -37,7 +38,9 @@ class Long2ShortScriptArguments(TrainScriptArguments):
 
 def _long2short():
     try:
-        from .. import long2short
+        # import_module consults sys.modules first; `from .. import long2short` would find the package attribute left
+        # by an earlier import and never see a module that is missing (or masked, as the CLI tests do)
+        long2short = importlib.import_module("trl_kimi.long2short")
     except ImportError as error:
         raise ImportError(
             f"trl-kimi long2short needs the module trl_kimi.long2short, which this installation lacks ({error}). "
