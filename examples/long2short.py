@@ -20,8 +20,8 @@ Long2short on the embedded chain-sum task: the four methods of Kimi k1.5 §2.4 s
 python examples/long2short.py --output_dir runs/long2short
 ```
 
-On 2 CPU cores the five runs take about 6.5 minutes and the two warm starts longer (the long model's 400 SFT steps
-dominate); `--long_model_path` / `--short_model_path` reuse warm starts from an earlier run. On a machine shared
+On 2 CPU cores (shared with other jobs) the two warm starts took 7.6 minutes and the five runs 6.4 (about 14 in all;
+the long model's 400 SFT steps dominate); `--long_model_path` / `--short_model_path` reuse warm starts from an earlier run. On a machine shared
 with other jobs, `OMP_NUM_THREADS=1` avoids thread oversubscription (it was 7x faster per step there). `--help`
 lists the sizes. Measured figures are in the README's Long2short section.
 
