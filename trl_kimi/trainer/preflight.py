@@ -9,6 +9,7 @@ to generate with vLLM from sharded weights. Each check here raises with the conf
 >>> from trl_kimi import KimiConfig
 >>> from trl_kimi.trainer.preflight import check_launch_config
 >>> check_launch_config(KimiConfig("out", use_cpu=True, bf16=False))  # HF generate, one process: nothing to check
+
 ```
 """
 
