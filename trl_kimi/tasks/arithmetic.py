@@ -34,6 +34,8 @@ from datasets import Dataset
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
+from ..generation import sample_completions
+
 
 __all__ = [
     "addition_reward",
@@ -222,31 +224,21 @@ def evaluate_accuracy(
 
     `temperature=0` decodes greedily (then `num_samples` is 1).
     """
-    greedy = temperature == 0
-    num_samples = 1 if greedy else num_samples
-    prompts = [p for p in dataset["prompt"] for _ in range(num_samples)]
-    columns = {k: [v for v in dataset[k] for _ in range(num_samples)] for k in dataset.column_names if k != "prompt"}
-    was_training = model.training
-    model.eval()
-    torch.manual_seed(seed)
-    rewards, lengths = [], []
-    for start in range(0, len(prompts), batch_size):
-        batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True)
-        sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature, "top_k": 0}
-        out = model.generate(**batch, max_new_tokens=max_new_tokens, **sampling)
-        completion_ids = out[:, batch["input_ids"].shape[1] :]
-        # Length up to and including the first EOS (or all tokens when truncated).
-        is_eos = completion_ids == tokenizer.eos_token_id
-        has_eos = is_eos.any(dim=1)
-        first_eos = is_eos.int().argmax(dim=1)
-        lengths += torch.where(has_eos, first_eos + 1, completion_ids.shape[1]).tolist()
-        texts = [
-            tokenizer.decode(ids[: n if e else None], skip_special_tokens=True)
-            for ids, n, e in zip(completion_ids, first_eos.tolist(), has_eos.tolist(), strict=True)
-        ]
-        # A truncated completion has no final answer: it scores 0.
-        texts = [t if e else "" for t, e in zip(texts, has_eos.tolist(), strict=True)]
-        batch_columns = {k: v[start : start + batch_size] for k, v in columns.items()}
-        rewards += reward_func(texts, **batch_columns)
-    model.train(was_training)
+    samples = sample_completions(
+        model,
+        tokenizer,
+        dataset["prompt"],
+        1 if temperature == 0 else num_samples,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    flat = [c for group in samples for c in group]
+    columns = {
+        k: [v for v, group in zip(dataset[k], samples) for _ in group] for k in dataset.column_names if k != "prompt"
+    }
+    # A truncated completion has no final answer: it scores 0.
+    rewards = reward_func([c.text if c.finished else "" for c in flat], **columns)
+    lengths = [c.num_tokens for c in flat]
     return {"accuracy": sum(rewards) / len(rewards), "mean_tokens": sum(lengths) / len(lengths)}
