@@ -6,6 +6,7 @@ from trl_kimi import KimiConfig, KimiMirrorDescentTrainer  # in place of trl's G
 """
 
 from .losses import mean_baseline_advantages, mirror_descent_loss
+from .partial_rollouts import PartialRolloutBuffer
 from .rewards import LengthPenaltyReward
 from .trainer import KimiConfig, KimiMirrorDescentTrainer
 
@@ -16,6 +17,7 @@ __all__ = [
     "KimiConfig",
     "KimiMirrorDescentTrainer",
     "LengthPenaltyReward",
+    "PartialRolloutBuffer",
     "mean_baseline_advantages",
     "mirror_descent_loss",
 ]

@@ -253,17 +253,22 @@ class PartialRolloutBuffer:
         """Trajectories still to be continued, oldest group first (so resumed ones come before new prompts)."""
         return [t for t in self.trajectories if t.status == "running"]
 
-    def generate_round(self, generate: GenerateFn, trajectories: list[Trajectory] | None = None) -> RoundStats:
+    def generate_round(
+        self, generate: GenerateFn, trajectories: list[Trajectory] | None = None, call_when_empty: bool = False
+    ) -> RoundStats:
         """
         One generation round of at most `token_budget` new tokens for every running trajectory (or `trajectories`),
         then the limits: end of sequence, `max_length`, repetition, `max_continuations`.
+
+        `call_when_empty=True` calls `generate` even with nothing to continue (an empty list): in a multi-process
+        run generation may be a collective call (vLLM, FSDP, ZeRO-3) that every process must enter.
         """
         batch = self.running() if trajectories is None else trajectories
         stats = RoundStats(num_sequences=len(batch))
-        if not batch:
+        if not batch and not call_when_empty:
             return stats
         # Nobody needs more than its remaining length: the round is as short as the longest remaining allows.
-        max_new = min(self.token_budget, max(self.max_length - len(t.completion_ids) for t in batch))
+        max_new = min(self.token_budget, max((self.max_length - len(t.completion_ids) for t in batch), default=1))
         new_ids, new_logprobs = generate([t.prompt_ids + t.completion_ids for t in batch], max_new)
         if len(new_ids) != len(batch) or (new_logprobs is not None and len(new_logprobs) != len(batch)):
             raise RuntimeError(f"The generator returned {len(new_ids)} completions for {len(batch)} inputs.")
@@ -277,8 +282,8 @@ class PartialRolloutBuffer:
             stats.tokens_generated += len(ids)
             decoded.append(len(ids))
             stats.tokens_discarded += self._extend(traj, ids, lps)
-        stats.longest_decode = max(decoded)
-        stats.mean_decode = sum(decoded) / len(decoded)
+        stats.longest_decode = max(decoded, default=0)
+        stats.mean_decode = sum(decoded) / len(decoded) if decoded else 0.0
         self.tokens_generated += stats.tokens_generated
         self.tokens_discarded += stats.tokens_discarded
         return stats
@@ -344,13 +349,18 @@ class PartialRolloutBuffer:
         """Groups whose k samples are all done (finished, truncated or repeated)."""
         return sum(all(t.status != "running" for t in group) for group in self._groups())
 
-    def pop_groups(self, num_groups: int) -> list[Trajectory]:
-        """Remove and return the `num_groups` oldest complete groups (k consecutive samples each)."""
+    def peek_groups(self, num_groups: int) -> list[Trajectory]:
+        """The `num_groups` oldest complete groups (k consecutive samples each), left in the buffer."""
         ready = [g for g in self._groups() if all(t.status != "running" for t in g)]
         if len(ready) < num_groups:
             raise RuntimeError(f"Asked for {num_groups} complete groups, only {len(ready)} are ready.")
-        taken = {g[0].group_id for g in ready[:num_groups]}
-        out = [t for g in ready[:num_groups] for t in g]
+        return [t for g in ready[:num_groups] for t in g]
+
+    def pop_groups(self, num_groups: int) -> list[Trajectory]:
+        """Remove and return the `num_groups` oldest complete groups: what `peek_groups(num_groups)` returns. The
+        trainer peeks, scores, then pops, so a batch whose scoring fails stays in the buffer (nothing is lost)."""
+        out = self.peek_groups(num_groups)
+        taken = {t.group_id for t in out}
         self.trajectories = [t for t in self.trajectories if t.group_id not in taken]
         self.tokens_popped += sum(len(t.completion_ids) for t in out)
         return out
@@ -438,4 +448,4 @@ def generate_until_ready(
                 f"({buffer.num_ready_groups()} ready, {len(buffer.running())} running): the generator is not "
                 "making progress."
             )
-        rounds.append(buffer.generate_round(generate))
+        rounds.append(buffer.generate_round(generate, call_when_empty=any_process_needs_more is not None))

@@ -98,8 +98,15 @@ class KimiConfig(GRPOConfig):
             Token budget per trajectory and iteration; `None` turns partial rollouts off (TRL's full rollouts). Each
             generation round gives every unfinished trajectory at most this many new tokens; what is still unfinished
             waits in a [`~trl_kimi.PartialRolloutBuffer`] and is continued by the next policy. A group is scored and
-            trained on only when all its `num_generations` samples are done. The overall maximum length across
-            continuations is `max_completion_length`; a trajectory reaching it is truncated.
+            trained on only when all its `num_generations` samples are done. Needs `1 <= budget <= max length`.
+        partial_rollout_max_length (`int` or `None`, *optional*, defaults to `None`):
+            Overall maximum completion length across continuations; a trajectory reaching it is truncated. `None`:
+            `max_completion_length`.
+        partial_rollout_extra_groups (`int` or `None`, *optional*, defaults to `None`):
+            Groups kept in flight on each process on top of one generated batch, so that a batch can be made of
+            finished groups while long ones are still being continued. Drawn once from `train_dataset` (seeded) when
+            the run starts, then trained like any other group. `None`: one generated batch's worth (double
+            buffering); `0`: none (every batch then waits for its slowest group, in rounds of the budget).
         partial_rollout_max_continuations (`int` or `None`, *optional*, defaults to `None`):
             The most generation rounds after a trajectory's first; still unfinished after them, it is truncated.
             `None`: only `max_completion_length` bounds it.
@@ -215,6 +222,18 @@ class KimiConfig(GRPOConfig):
         metadata={
             "help": "Token budget per trajectory and iteration (partial rollouts); unset = off. Unfinished "
             "trajectories are continued at the next iteration; max_completion_length is the overall maximum."
+        },
+    )
+    partial_rollout_max_length: int | None = field(
+        default=None,
+        metadata={"help": "Partial rollouts: overall maximum completion length across continuations; unset = "
+            "max_completion_length."},
+    )
+    partial_rollout_extra_groups: int | None = field(
+        default=None,
+        metadata={
+            "help": "Partial rollouts: groups kept in flight per process on top of one generated batch (drawn once "
+            "from train_dataset at the start); unset = one batch's worth, 0 = none."
         },
     )
     partial_rollout_max_continuations: int | None = field(
@@ -343,10 +362,11 @@ class KimiConfig(GRPOConfig):
     def _check_partial_rollouts(self) -> None:
         budget = self.partial_rollout_budget
         if budget is None:
-            if self.partial_rollout_max_continuations is not None:
+            if self.partial_rollout_max_continuations is not None or self.partial_rollout_max_length is not None:
                 raise ValueError(
-                    f"partial_rollout_max_continuations={self.partial_rollout_max_continuations} needs partial rollouts; "
-                    "set --partial_rollout_budget (tokens per trajectory and iteration) or unset it."
+                    f"partial_rollout_max_continuations={self.partial_rollout_max_continuations} and "
+                    f"partial_rollout_max_length={self.partial_rollout_max_length} need partial rollouts; set "
+                    "--partial_rollout_budget (tokens per trajectory and iteration) or unset them."
                 )
             return
         if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
@@ -354,11 +374,27 @@ class KimiConfig(GRPOConfig):
                 f"partial_rollout_budget must be an integer >= 1 (new tokens per trajectory and iteration), got "
                 f"{budget!r}; pass e.g. --partial_rollout_budget 256, or leave it unset for full rollouts."
             )
-        if budget > self.max_completion_length:
+        max_length = self.partial_rollout_max_length
+        if max_length is not None and (isinstance(max_length, bool) or max_length < 1):
             raise ValueError(
-                f"partial_rollout_budget ({budget}) is larger than max_completion_length ({self.max_completion_length}), "
-                "the overall maximum length across continuations: every trajectory would finish in one round. Pass a "
-                "smaller budget or raise max_completion_length."
+                f"partial_rollout_max_length must be >= 1 or unset (= max_completion_length), got {max_length!r}."
+            )
+        max_length = self.max_completion_length if max_length is None else max_length
+        if budget > max_length:
+            raise ValueError(
+                f"partial_rollout_budget ({budget}) is larger than the overall maximum length ({max_length}, "
+                "partial_rollout_max_length or else max_completion_length): every trajectory would finish in one "
+                "round. Pass a smaller budget or raise the maximum length."
+            )
+        extra = self.partial_rollout_extra_groups
+        if extra is not None and (isinstance(extra, bool) or extra < 0):
+            raise ValueError(
+                f"partial_rollout_extra_groups must be >= 0 or unset (one generated batch's worth), got {extra!r}."
+            )
+        if self.save_only_model:
+            raise ValueError(
+                "save_only_model=True writes no trainer state, so the partial-rollout buffer (kimi_rollout_buffer.pt) "
+                "would not be saved and its trajectories would be lost on resume. Set save_only_model=False."
             )
         continuations = self.partial_rollout_max_continuations
         if continuations is not None and (isinstance(continuations, bool) or continuations < 0):
