@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from tests.utils import digit_fraction_reward, tiny_config, tiny_model
+from tests.utils import digit_fraction_reward, eos_prone_model, tiny_config
 from trl_kimi import KimiMirrorDescentTrainer, PartialRolloutBuffer
 from trl_kimi.partial_rollouts import generate_until_ready, loss_token_mask
 from trl_kimi.tasks import arithmetic
@@ -216,16 +216,6 @@ class RecordingTrainer(KimiMirrorDescentTrainer):
             self.batches[-1]["completion_mask"] = output["completion_mask"].tolist()
             self.batches[-1]["advantages"] = output["advantages"].tolist()
         return output
-
-
-def eos_prone_model(tokenizer, p_eos: float = 0.25):
-    """The tiny model with a logit bias making EOS about `p_eos` likely at each step: completions of varied lengths
-    (geometric), as a partial-rollout test needs; the untrained model alone almost never stops before 8 tokens."""
-    model = tiny_model(tokenizer)
-    bias = torch.zeros(model.config.vocab_size)
-    bias[tokenizer.eos_token_id] = torch.log(torch.tensor(p_eos / (1 - p_eos) * (model.config.vocab_size - 1)))
-    model.lm_head.bias = torch.nn.Parameter(bias)
-    return model
 
 
 def make_trainer(output_dir, reward_funcs=digit_fraction_reward, dataset=None, **overrides):
