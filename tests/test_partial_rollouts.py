@@ -160,7 +160,10 @@ def test_buffer_rejects_groups_with_different_prompts_and_overflow():
     ("overrides", "message"),
     [
         (dict(partial_rollout_budget=0), r"partial_rollout_budget must be an integer >= 1.*got 0"),
-        (dict(partial_rollout_budget=9), r"partial_rollout_budget \(9\) is larger than the overall maximum length \(8"),
+        (
+            dict(partial_rollout_budget=9),
+            r"partial_rollout_budget \(9\) is larger than the overall maximum length \(8",
+        ),
         (
             dict(partial_rollout_budget=4, partial_rollout_max_length=3),
             r"partial_rollout_budget \(4\) is larger than the overall maximum length \(3",
@@ -275,9 +278,7 @@ def test_trainer_keeps_groups_whole_masks_stale_segments_and_logs(tmp_path):
 
 
 def test_stale_tokens_in_loss_option_trains_every_token(tmp_path):
-    trainer = make_trainer(
-        tmp_path, max_steps=3, partial_rollout_budget=3, partial_rollout_stale_tokens_in_loss=True
-    )
+    trainer = make_trainer(tmp_path, max_steps=3, partial_rollout_budget=3, partial_rollout_stale_tokens_in_loss=True)
     trainer.train()
     assert all(batch["tool_mask"] is None for batch in trainer.batches)
     assert all(log["partial_rollouts/masked_token_fraction"] == 0 for log in trainer.state.log_history[:-1])

@@ -226,8 +226,10 @@ class KimiConfig(GRPOConfig):
     )
     partial_rollout_max_length: int | None = field(
         default=None,
-        metadata={"help": "Partial rollouts: overall maximum completion length across continuations; unset = "
-            "max_completion_length."},
+        metadata={
+            "help": "Partial rollouts: overall maximum completion length across continuations; unset = "
+            "max_completion_length."
+        },
     )
     partial_rollout_extra_groups: int | None = field(
         default=None,

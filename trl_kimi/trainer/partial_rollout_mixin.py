@@ -82,9 +82,9 @@ class PartialRolloutMixin:
             eos_token_ids=self.eos_token_ids,
             repetition_ngram_size=args.partial_rollout_repetition_ngram_size,
             repetition_max_repeats=args.partial_rollout_repetition_max_repeats,
-            # Each group lives at most ceil(max_length / budget) + 1 iterations, each iteration brings one batch.
-            capacity=(self._groups_per_batch * (-(-max_length // args.partial_rollout_budget) + 2) + self._extra_groups)
-            * self.num_generations,
+            # Each generated batch adds as many groups as it takes out, so the buffer never holds more than the extra
+            # groups plus one batch: a larger size means a bug, and raises.
+            capacity=(self._groups_per_batch + self._extra_groups) * self.num_generations,
         )
 
     # ------------------------------------------------------------------ generation
@@ -132,7 +132,9 @@ class PartialRolloutMixin:
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         ready = self._ready_trajectories
         if ready is None:
-            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            )
         if [t.prompt_ids for t in ready] != [list(ids) for ids in prompt_ids]:
             raise RuntimeError(
                 "The prompts TRL tokenized for the batch differ from the ones the partial-rollout buffer generated "
