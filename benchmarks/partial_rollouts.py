@@ -66,6 +66,10 @@ class BenchmarkArguments:
     min_iterations: int = field(default=8, metadata={"help": "Iterations each run makes even past the budget."})
     num_length_samples: int = field(default=400, metadata={"help": "Samples measuring the length distribution."})
     threads: int = field(default=2, metadata={"help": "torch CPU threads."})
+    order: list[str] = field(
+        default_factory=lambda: ["full", "partial"],
+        metadata={"help": "Order of the two runs (on a shared machine, swap it to see the effect of other jobs)."},
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- workload
@@ -267,7 +271,7 @@ def main(args: BenchmarkArguments) -> dict:
     print(f"SFT done in {time.perf_counter() - start:.0f} s; lengths {lengths}", flush=True)
 
     results = {"args": asdict(args), "lengths": lengths}
-    for name in ("full", "partial"):
+    for name in args.order:
         results[name] = run(args, name, model_dir, dataset)
         print(f"{name}: {results[name]['iterations']} iterations", flush=True)
     results["ratio"] = results["full"]["seconds_per_iteration"] / results["partial"]["seconds_per_iteration"]
