@@ -15,7 +15,7 @@ Reported: wall time per iteration (median over iterations after the first) and i
 samples) of both runs over the same wall time.
 
 ```bash
-python benchmarks/partial_rollouts.py                                     # default: ~6-8 min on 2 CPU cores
+python benchmarks/partial_rollouts.py                                     # default: 8-10 min on a shared 2-core CPU
 python benchmarks/partial_rollouts.py --time_budget 20 --sft_steps 60     # smoke
 ```
 """
