@@ -109,3 +109,35 @@ def test_two_processes_draw_the_same_prioritized_batches_and_hold_the_same_succe
     rates = torch.tensor(ranks[0]["rates"], dtype=torch.float64)
     drawn = {i for batch in ranks[0]["batches"] for i in batch["indices"]}
     assert {i for i in range(24) if rates[i] != 0.5} == drawn  # every problem a process trained on, none other
+
+
+@pytest.mark.slow
+def test_two_processes_keep_partial_rollout_groups_and_buffers_consistent(tmp_path):
+    from trl_kimi.trainer.partial_rollout_mixin import ROLLOUT_BUFFER_NAME
+
+    run_two_processes("two_process_partial_rollouts.py", tmp_path)
+
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert len(ranks[0]["batches"]) == len(ranks[1]["batches"]) == 4
+    for rank in ranks:
+        trained = [tuple(k) for batch in rank["batches"] for k in batch["keys"]]
+        assert len(trained) == len(set(trained)) == 24  # each trajectory trained once
+        for batch in rank["batches"]:
+            # Whole groups of 3 on each process: one prompt, samples 0..2, all done.
+            assert [k[1] for k in batch["keys"]] == [0, 1, 2, 0, 1, 2]
+            assert len(set(batch["prompts"][:3])) == 1 and len(set(batch["prompts"][3:])) == 1
+            assert "running" not in batch["statuses"]
+    for batch0, batch1 in zip(ranks[0]["batches"], ranks[1]["batches"], strict=True):
+        # Both processes ran the same number of generation rounds (a collective call in vLLM / ZeRO-3 / FSDP)...
+        assert batch0["generate_calls"] == batch1["generate_calls"] >= 1
+        # ...hold the same gathered rewards, and their advantages are the mean baseline over each whole group.
+        assert batch0["rewards_per_func"] == batch1["rewards_per_func"]
+        rewards = torch.tensor(batch0["rewards_per_func"], dtype=torch.float64).sum(dim=1)
+        expected = mean_baseline_advantages(rewards, num_generations=3).tolist()
+        assert batch0["advantages"] + batch1["advantages"] == pytest.approx(expected, abs=1e-6)
+    # The checkpoint at step 2 holds each process's buffer, as the third batch found it.
+    saved = torch.load(tmp_path / "run" / "checkpoint-2" / ROLLOUT_BUFFER_NAME, weights_only=True)
+    assert saved["world_size"] == 2
+    assert [saved["processes"][r] for r in (0, 1)] == [ranks[r]["batches"][2]["state"] for r in (0, 1)]
+    assert saved["processes"][0] != saved["processes"][1]  # each process has its own trajectories

@@ -1,5 +1,7 @@
 """Tiny, local, seeded building blocks shared by the tests (no Hub access)."""
 
+import torch
+
 from trl_kimi import KimiConfig
 from trl_kimi.tasks import arithmetic
 
@@ -34,3 +36,13 @@ def tiny_config(output_dir, **overrides) -> KimiConfig:
 def digit_fraction_reward(completions: list[str], **kwargs) -> list[float]:
     """A reward that varies within a group even for an untrained model: the fraction of digits in the completion."""
     return [sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions]
+
+
+def eos_prone_model(tokenizer, p_eos: float = 0.25):
+    """The tiny model with a logit bias making EOS about `p_eos` likely at each step: completions of varied lengths
+    (geometric), as a partial-rollout test needs; the untrained model alone almost never stops before 8 tokens."""
+    model = tiny_model(tokenizer)
+    bias = torch.zeros(model.config.vocab_size)
+    bias[tokenizer.eos_token_id] = torch.log(torch.tensor(p_eos / (1 - p_eos) * (model.config.vocab_size - 1)))
+    model.lm_head.bias = torch.nn.Parameter(bias)
+    return model

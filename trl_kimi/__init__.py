@@ -19,6 +19,7 @@ _LAZY_EXPORTS = {
     "LengthPenaltyReward": ".rewards",
     "Long2ShortConfig": ".long2short",
     "Long2ShortTrainer": ".long2short",
+    "PartialRolloutBuffer": ".partial_rollouts",
     "mean_baseline_advantages": ".losses",
     "mirror_descent_loss": ".losses",
 }
@@ -29,6 +30,7 @@ __all__ = [
     "LengthPenaltyReward",
     "Long2ShortConfig",
     "Long2ShortTrainer",
+    "PartialRolloutBuffer",
     "mean_baseline_advantages",
     "mirror_descent_loss",
 ]
@@ -36,6 +38,7 @@ __all__ = [
 if TYPE_CHECKING:
     from .long2short import Long2ShortConfig, Long2ShortTrainer
     from .losses import mean_baseline_advantages, mirror_descent_loss
+    from .partial_rollouts import PartialRolloutBuffer
     from .rewards import LengthPenaltyReward
     from .trainer import KimiConfig, KimiMirrorDescentTrainer
 

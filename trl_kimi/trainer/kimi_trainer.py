@@ -14,6 +14,7 @@ from ..model_card import CARD_METRICS, card_config_values, card_metrics, generat
 from ..rewards import LengthPenaltyReward
 from ..sampling import CurriculumSampler, KimiSampler, PrioritizedSampler, read_difficulties
 from .kimi_config import KimiConfig
+from .partial_rollout_mixin import PartialRolloutMixin
 from .preflight import check_launch_config
 
 
@@ -37,7 +38,7 @@ _FORWARD_KEYS = (
 )
 
 
-class KimiMirrorDescentTrainer(GRPOTrainer):
+class KimiMirrorDescentTrainer(PartialRolloutMixin, GRPOTrainer):
     r"""
     Trainer for the online mirror descent of [Kimi k1.5](https://huggingface.co/papers/2501.12599) (§2.3.2).
 
@@ -64,6 +65,10 @@ class KimiMirrorDescentTrainer(GRPOTrainer):
       optimizer's: both are called once per checkpoint and once per resume on every backend (plain, DeepSpeed,
       FSDP), and the load comes before the data loader is first iterated, so the Trainer's skipping of
       already-trained batches replays frozen batches instead of drawing new ones.
+    - with `partial_rollout_budget` set (§2.6), [`~trl_kimi.trainer.partial_rollout_mixin.PartialRolloutMixin`]
+      routes generation through a [`~trl_kimi.PartialRolloutBuffer`] (`self.rollout_buffer`): rounds of at most the
+      budget, complete groups only, stale segments masked out of the loss, repeated trajectories penalised here
+      before the mean baseline, the buffer saved in `kimi_rollout_buffer.pt` with every checkpoint.
 
     Example:
     ```python
@@ -132,6 +137,7 @@ class KimiMirrorDescentTrainer(GRPOTrainer):
             )
         self._gathered_rewards_per_func: torch.Tensor | None = None
         self.sampler = self._make_sampler() if args.sampling_strategy != "uniform" else None
+        self._init_partial_rollouts()
 
     # ------------------------------------------------------------------ model card
     def create_model_card(
@@ -235,6 +241,9 @@ class KimiMirrorDescentTrainer(GRPOTrainer):
         weights = self.reward_weights.to(rewards_per_func.device)
         rewards = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)  # (N_global,)
         rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+        if self._repetition_penalties is not None:  # partial rollouts: repeated trajectories, cut and penalised
+            rewards = rewards + self._repetition_penalties.to(rewards)
+            self._repetition_penalties = None
         advantages = mean_baseline_advantages(rewards, num_generations)  # (N_global,)
 
         local_size = output["completion_ids"].size(0)

@@ -1,0 +1,451 @@
+r"""
+Partial rollouts with a per-iteration token budget, §2.6 of [Kimi k1.5](https://huggingface.co/papers/2501.12599).
+
+With long chains of thought a synchronous batch waits for its longest answer. The report caps every trajectory at a
+**token budget per iteration**; a trajectory still unfinished is kept in a replay buffer and continued at the next
+iteration by the newer policy, so long answers never stall a batch. Repeated text is detected, cut and penalised.
+
+[`PartialRolloutBuffer`] is the pure, framework-free part (no model, no trainer): it holds every trajectory in flight,
+applies the limits after each generation round (end of sequence, overall maximum length, maximum number of
+continuations, repetition), hands out **complete groups only** (all `num_generations` samples of a prompt finished) in
+first-in-first-out order, does the token accounting, and saves its state with `state_dict()`.
+[`generate_until_ready`] drives it: generation rounds of at most `token_budget` new tokens over every running
+trajectory (resumed ones first, then the new prompts) until enough complete groups are ready. The trainer glue is
+[`~trl_kimi.trainer.partial_rollout_mixin.PartialRolloutMixin`].
+
+Worked token accounting (the spec's table: budget 256, overall maximum 1024, answers of 100, 600 and 1100 tokens if
+unlimited; one generation round per iteration):
+
+| iteration | a | b | c | tokens generated | longest decode |
+|---|---|---|---|---|---|
+| 1 | 100, finished | 256 → buffer | 256 → buffer | 612 | 256 |
+| 2 | — | 512 → buffer | 512 → buffer | 512 | 256 |
+| 3 | — | 600, finished (88 new) | 768 → buffer | 344 | 256 |
+| 4 | — | — | 1024, truncated | 256 | 256 |
+
+Example:
+```python
+>>> buffer = PartialRolloutBuffer(num_generations=2, token_budget=3, max_length=8, eos_token_ids=[0])
+>>> buffer.add([{"prompt": "x"}, {"prompt": "x"}], [[7], [7]])
+>>> def generate(inputs, max_new_tokens):  # a fake policy whose answers are 5 tokens long, EOS (0) included
+...     out = []
+...     for ids in inputs:
+...         n = min(max_new_tokens, 5 - (len(ids) - 1))  # ids = the prompt (1 token) + the completion so far
+...         out.append([9] * (n - 1) + [0] if len(ids) - 1 + n == 5 else [9] * n)
+...     return out, None
+>>> buffer.begin_iteration()
+1
+>>> stats = buffer.generate_round(generate)  # 3 tokens each: unfinished, kept for a continuation
+>>> buffer.num_ready_groups(), [t.status for t in buffer.trajectories], stats.tokens_generated
+(0, ['running', 'running'], 6)
+>>> buffer.begin_iteration()
+2
+>>> stats = buffer.generate_round(generate)  # the next iteration resumes them: 2 more tokens each
+>>> [(t.completion_ids, t.segments) for t in buffer.pop_groups(1)]
+[([9, 9, 9, 9, 0], [[1, 3], [2, 2]]), ([9, 9, 9, 9, 0], [[1, 3], [2, 2]])]
+>>> len(buffer), buffer.useful_token_fraction
+(0, 1.0)
+
+```
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .rewards import find_repetition
+
+
+__all__ = [
+    "ROLLOUT_STATUSES",
+    "GenerateFn",
+    "PartialRolloutBuffer",
+    "RoundStats",
+    "Trajectory",
+    "generate_until_ready",
+    "loss_token_mask",
+]
+
+# running: to be continued; finished: ended with an end-of-sequence token; truncated: hit the overall maximum length or
+# the maximum number of continuations; repeated: cut where the repetition detector fired.
+ROLLOUT_STATUSES = ("running", "finished", "truncated", "repeated")
+
+# generate(inputs, max_new_tokens) -> (new token ids per input, their sampling log-probs per token or None). Each input
+# is the prompt ids followed by the completion so far: a continuation is a generation from a longer prompt.
+GenerateFn = Callable[[list[list[int]], int], tuple[list[list[int]], list[list[float]] | None]]
+
+
+@dataclass
+class Trajectory:
+    """
+    One sample in flight: a prompt's dataset row, its ids, the completion so far and where each segment came from.
+
+    `segments` lists ``[iteration, num_tokens]`` per generation round, in order: the policy version that generated
+    each token is the iteration of its segment. `num_continuations` counts the rounds after the first.
+    """
+
+    group_id: int
+    sample_index: int
+    row: dict[str, Any]
+    prompt_ids: list[int]
+    completion_ids: list[int] = field(default_factory=list)
+    segments: list[list[int]] = field(default_factory=list)
+    logprobs: list[float] | None = None
+    status: str = "running"
+    num_continuations: int = -1  # -1 until the first round: new prompts have not been generated from yet
+
+    @property
+    def versions(self) -> list[int]:
+        """The iteration (policy version) that generated each completion token."""
+        return [iteration for iteration, length in self.segments for _ in range(length)]
+
+
+@dataclass
+class RoundStats:
+    """What one generation round did: sequences decoded, how many were resumed from an earlier iteration, tokens
+    returned by the generator, tokens thrown away (past the maximum length or after a repetition), the longest decode
+    (number of decoding steps the round waited for) and the mean new tokens per sequence."""
+
+    num_sequences: int = 0
+    num_resumed: int = 0
+    tokens_generated: int = 0
+    tokens_discarded: int = 0
+    longest_decode: int = 0
+    mean_decode: float = 0.0
+
+
+def loss_token_mask(versions: Sequence[int], iteration: int, stale_tokens_in_loss: bool = False) -> list[int]:
+    r"""
+    Which completion tokens count in the sequence log-probability when the sample is trained at `iteration`.
+
+    Default (the spec's recommendation, as slime's off-policy masking): only tokens generated by the current policy,
+    i.e. at this iteration. `stale_tokens_in_loss=True`: every token (their old log-probs are then those of the
+    current policy, as TRL computes them when the batch is generated).
+
+    Example:
+    ```python
+    >>> loss_token_mask([1, 1, 2, 2, 3], iteration=3)
+    [0, 0, 0, 0, 1]
+    >>> loss_token_mask([1, 1, 2, 2, 3], iteration=3, stale_tokens_in_loss=True)
+    [1, 1, 1, 1, 1]
+
+    ```
+    """
+    if stale_tokens_in_loss:
+        return [1] * len(versions)
+    return [int(v == iteration) for v in versions]
+
+
+class PartialRolloutBuffer:
+    r"""
+    Replay buffer of unfinished trajectories and of finished samples waiting for the rest of their group.
+
+    Why a buffer: capping each trajectory at `token_budget` new tokens per iteration keeps every generation round short
+    (Kimi k1.5 §2.6); what is unfinished is continued later instead of being thrown away, and a group is scored (mean
+    baseline, length penalty) only once all its samples are finished.
+
+    Args:
+        num_generations (`int`):
+            Samples per prompt, k. Trajectories enter in groups of k consecutive samples of one prompt.
+        token_budget (`int`):
+            The most new tokens a trajectory gets per generation round, ≥ 1 and ≤ `max_length`.
+        max_length (`int`):
+            Overall maximum completion length across continuations; a trajectory reaching it is `"truncated"`.
+        max_continuations (`int` or `None`, *optional*, defaults to `None`):
+            The most rounds after the first; a trajectory still running after them is `"truncated"`. `None`: only
+            `max_length` bounds it.
+        eos_token_ids (`Sequence[int]`, *optional*, defaults to `()`):
+            A completion ending with one of them is `"finished"`.
+        repetition_ngram_size (`int` or `None`, *optional*, defaults to `None`):
+            n of the repetition detector [`~trl_kimi.rewards.find_repetition`]; `None` turns detection off.
+        repetition_max_repeats (`int`, *optional*, defaults to `3`):
+            A completion whose last n tokens occurred this many times is cut there and marked `"repeated"`.
+        capacity (`int` or `None`, *optional*, defaults to `None`):
+            The most trajectories the buffer may hold; adding more raises an error instead of growing without bound.
+
+    Example:
+    ```python
+    >>> buffer = PartialRolloutBuffer(num_generations=2, token_budget=4, max_length=16, eos_token_ids=[0])
+    >>> buffer.add([{"prompt": "p", "answer": "1"}] * 2, [[5, 6]] * 2)
+    >>> len(buffer), buffer.num_ready_groups()
+    (2, 0)
+
+    ```
+    """
+
+    def __init__(
+        self,
+        num_generations: int,
+        token_budget: int,
+        max_length: int,
+        max_continuations: int | None = None,
+        eos_token_ids: Sequence[int] = (),
+        repetition_ngram_size: int | None = None,
+        repetition_max_repeats: int = 3,
+        capacity: int | None = None,
+    ):
+        if num_generations < 1:
+            raise ValueError(f"num_generations must be >= 1, got {num_generations}.")
+        if not 1 <= token_budget <= max_length:
+            raise ValueError(
+                f"token_budget must be in [1, max_length={max_length}], got {token_budget}; a budget is the number of "
+                "new tokens per trajectory and iteration."
+            )
+        if max_continuations is not None and max_continuations < 0:
+            raise ValueError(f"max_continuations must be >= 0 or None, got {max_continuations}.")
+        if repetition_ngram_size is not None:
+            find_repetition([], repetition_ngram_size, repetition_max_repeats)  # validates both values
+        if capacity is not None and capacity < num_generations:
+            raise ValueError(f"capacity must hold at least one group ({num_generations}), got {capacity}.")
+        self.num_generations = num_generations
+        self.token_budget = token_budget
+        self.max_length = max_length
+        self.max_continuations = max_continuations
+        self.eos_token_ids = list(eos_token_ids)
+        self.repetition_ngram_size = repetition_ngram_size
+        self.repetition_max_repeats = repetition_max_repeats
+        self.capacity = capacity
+
+        self.trajectories: list[Trajectory] = []  # groups in order of arrival, samples of a group consecutive
+        self.iteration = 0  # policy version: incremented by `begin_iteration`, one per generated training batch
+        self.next_group_id = 0
+        # Running totals for the useful-token fraction: tokens returned by the generator, thrown away, handed out.
+        self.tokens_generated = 0
+        self.tokens_discarded = 0
+        self.tokens_popped = 0
+
+    # ------------------------------------------------------------------ filling and generating
+    def __len__(self) -> int:
+        return len(self.trajectories)
+
+    def add(self, rows: Sequence[dict[str, Any]], prompt_ids: Sequence[Sequence[int]]) -> None:
+        """New prompts: `rows[j]` is sample j's dataset row, k consecutive rows per group with the same prompt ids."""
+        k = self.num_generations
+        if len(rows) != len(prompt_ids) or len(rows) % k:
+            raise ValueError(
+                f"add() needs whole groups: got {len(rows)} rows and {len(prompt_ids)} prompts for num_generations={k}."
+            )
+        if self.capacity is not None and len(self) + len(rows) > self.capacity:
+            raise RuntimeError(
+                f"The partial-rollout buffer would hold {len(self) + len(rows)} trajectories, above its capacity "
+                f"{self.capacity}. Raise the token budget or lower max_completion_length so trajectories finish "
+                "sooner."
+            )
+        for start in range(0, len(rows), k):
+            ids = [list(p) for p in prompt_ids[start : start + k]]
+            if any(p != ids[0] for p in ids):
+                raise ValueError(
+                    f"Samples {start}..{start + k - 1} should be the {k} samples of one prompt but their prompt ids "
+                    "differ; the batch must hold each prompt num_generations times in a row (TRL's RepeatSampler)."
+                )
+            for j in range(k):
+                self.trajectories.append(
+                    Trajectory(self.next_group_id, j, dict(rows[start + j]), ids[j], logprobs=None)
+                )
+            self.next_group_id += 1
+
+    def begin_iteration(self) -> int:
+        """Start a new iteration (a new policy version); returns its number, 1 for the first."""
+        self.iteration += 1
+        return self.iteration
+
+    def running(self) -> list[Trajectory]:
+        """Trajectories still to be continued, oldest group first (so resumed ones come before new prompts)."""
+        return [t for t in self.trajectories if t.status == "running"]
+
+    def generate_round(
+        self, generate: GenerateFn, trajectories: list[Trajectory] | None = None, call_when_empty: bool = False
+    ) -> RoundStats:
+        """
+        One generation round of at most `token_budget` new tokens for every running trajectory (or `trajectories`),
+        then the limits: end of sequence, `max_length`, repetition, `max_continuations`.
+
+        `call_when_empty=True` calls `generate` even with nothing to continue (an empty list): in a multi-process
+        run generation may be a collective call (vLLM, FSDP, ZeRO-3) that every process must enter.
+        """
+        batch = self.running() if trajectories is None else trajectories
+        stats = RoundStats(num_sequences=len(batch))
+        if not batch and not call_when_empty:
+            return stats
+        # Nobody needs more than its remaining length: the round is as short as the longest remaining allows.
+        max_new = min(self.token_budget, max((self.max_length - len(t.completion_ids) for t in batch), default=1))
+        new_ids, new_logprobs = generate([t.prompt_ids + t.completion_ids for t in batch], max_new)
+        if len(new_ids) != len(batch) or (new_logprobs is not None and len(new_logprobs) != len(batch)):
+            raise RuntimeError(f"The generator returned {len(new_ids)} completions for {len(batch)} inputs.")
+        decoded = []
+        for j, (traj, ids) in enumerate(zip(batch, new_ids, strict=True)):
+            ids = list(ids)
+            lps = None if new_logprobs is None else list(new_logprobs[j])
+            if len(ids) > max_new:
+                raise RuntimeError(f"The generator returned {len(ids)} tokens, above max_new_tokens={max_new}.")
+            stats.num_resumed += traj.num_continuations >= 0 and traj.segments[-1][0] < self.iteration
+            stats.tokens_generated += len(ids)
+            decoded.append(len(ids))
+            stats.tokens_discarded += self._extend(traj, ids, lps)
+        stats.longest_decode = max(decoded, default=0)
+        stats.mean_decode = sum(decoded) / len(decoded) if decoded else 0.0
+        self.tokens_generated += stats.tokens_generated
+        self.tokens_discarded += stats.tokens_discarded
+        return stats
+
+    def _extend(self, traj: Trajectory, ids: list[int], logprobs: list[float] | None) -> int:
+        """Append one round's tokens to `traj` and update its status; returns the number of tokens thrown away."""
+        if traj.status != "running":
+            raise RuntimeError(f"Trajectory {traj.group_id}/{traj.sample_index} is {traj.status}, not running.")
+        traj.num_continuations += 1
+        discarded = 0
+        # An end-of-sequence token ends the trajectory: anything after it is not part of the answer.
+        eos_at = next((i for i, t in enumerate(ids) if t in self.eos_token_ids), None)
+        if eos_at is not None:
+            discarded += len(ids) - eos_at - 1
+            ids = ids[: eos_at + 1]
+        room = self.max_length - len(traj.completion_ids)
+        if len(ids) > room:
+            discarded += len(ids) - room
+            ids = ids[:room]
+        # Sampling log-probs (vLLM) are kept only when every round had them: a partial list would misalign.
+        first_round = not traj.completion_ids
+        if logprobs is not None and (first_round or traj.logprobs is not None):
+            traj.logprobs = (traj.logprobs or []) + logprobs[: len(ids)]
+        else:
+            traj.logprobs = None
+        traj.completion_ids += ids
+        traj.segments.append([self.iteration, len(ids)])
+        if ids and ids[-1] in self.eos_token_ids:
+            traj.status = "finished"
+        if self.repetition_ngram_size is not None:
+            cut = find_repetition(traj.completion_ids, self.repetition_ngram_size, self.repetition_max_repeats)
+            if cut is not None:
+                discarded += self._truncate(traj, cut)
+                traj.status = "repeated"
+        if traj.status == "running" and (
+            len(traj.completion_ids) >= self.max_length
+            or (self.max_continuations is not None and traj.num_continuations >= self.max_continuations)
+        ):
+            traj.status = "truncated"
+        return discarded
+
+    @staticmethod
+    def _truncate(traj: Trajectory, length: int) -> int:
+        """Cut the completion to `length` tokens, shortening its segments; returns the number of tokens removed."""
+        removed = len(traj.completion_ids) - length
+        traj.completion_ids = traj.completion_ids[:length]
+        if traj.logprobs is not None:
+            traj.logprobs = traj.logprobs[:length]
+        kept, segments = 0, []
+        for iteration, n in traj.segments:
+            n = min(n, length - kept)
+            segments.append([iteration, n])
+            kept += n
+        traj.segments = segments  # a segment may become empty: it still says a round happened
+        return removed
+
+    # ------------------------------------------------------------------ handing out complete groups
+    def _groups(self) -> list[list[Trajectory]]:
+        k = self.num_generations
+        return [self.trajectories[i : i + k] for i in range(0, len(self.trajectories), k)]
+
+    def num_ready_groups(self) -> int:
+        """Groups whose k samples are all done (finished, truncated or repeated)."""
+        return sum(all(t.status != "running" for t in group) for group in self._groups())
+
+    def peek_groups(self, num_groups: int) -> list[Trajectory]:
+        """The `num_groups` oldest complete groups (k consecutive samples each), left in the buffer."""
+        ready = [g for g in self._groups() if all(t.status != "running" for t in g)]
+        if len(ready) < num_groups:
+            raise RuntimeError(f"Asked for {num_groups} complete groups, only {len(ready)} are ready.")
+        return [t for g in ready[:num_groups] for t in g]
+
+    def pop_groups(self, num_groups: int) -> list[Trajectory]:
+        """Remove and return the `num_groups` oldest complete groups: what `peek_groups(num_groups)` returns. The
+        trainer peeks, scores, then pops, so a batch whose scoring fails stays in the buffer (nothing is lost)."""
+        out = self.peek_groups(num_groups)
+        taken = {t.group_id for t in out}
+        self.trajectories = [t for t in self.trajectories if t.group_id not in taken]
+        self.tokens_popped += sum(len(t.completion_ids) for t in out)
+        return out
+
+    @property
+    def useful_token_fraction(self) -> float:
+        """Tokens that ended in a handed-out (trained) sample / tokens generated, since the start of the run."""
+        return self.tokens_popped / self.tokens_generated if self.tokens_generated else 1.0
+
+    # ------------------------------------------------------------------ checkpointing
+    def _config(self) -> dict[str, Any]:
+        return {
+            "num_generations": self.num_generations,
+            "token_budget": self.token_budget,
+            "max_length": self.max_length,
+            "max_continuations": self.max_continuations,
+            "eos_token_ids": self.eos_token_ids,
+            "repetition_ngram_size": self.repetition_ngram_size,
+            "repetition_max_repeats": self.repetition_max_repeats,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the same trajectories: plain Python values (`torch.save`-able with
+        `weights_only=True`, JSON-able when the dataset rows are)."""
+        return {
+            "config": self._config(),
+            "iteration": self.iteration,
+            "next_group_id": self.next_group_id,
+            "tokens_generated": self.tokens_generated,
+            "tokens_discarded": self.tokens_discarded,
+            "tokens_popped": self.tokens_popped,
+            "trajectories": [asdict(t) for t in self.trajectories],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a `state_dict()`; refuses one saved with other settings (it would continue other trajectories)."""
+        saved, current = state["config"], self._config()
+        diff = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
+        if diff:
+            detail = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in diff.items())
+            raise ValueError(
+                f"The partial-rollout buffer was saved with other settings ({detail}). Resume with the settings of the "
+                "run that wrote the checkpoint."
+            )
+        self.iteration = state["iteration"]
+        self.next_group_id = state["next_group_id"]
+        self.tokens_generated = state["tokens_generated"]
+        self.tokens_discarded = state["tokens_discarded"]
+        self.tokens_popped = state["tokens_popped"]
+        self.trajectories = [Trajectory(**t) for t in state["trajectories"]]
+        for t in self.trajectories:
+            if t.status not in ROLLOUT_STATUSES:
+                raise ValueError(f"Unknown trajectory status {t.status!r} in the buffer state.")
+
+
+def generate_until_ready(
+    buffer: PartialRolloutBuffer,
+    generate: GenerateFn,
+    num_groups: int,
+    any_process_needs_more: Callable[[bool], bool] | None = None,
+    max_rounds: int | None = None,
+) -> list[RoundStats]:
+    r"""
+    Generation rounds over every running trajectory until `num_groups` complete groups are ready.
+
+    Resumed trajectories and new prompts share each round (the buffer lists the oldest first). In a multi-process run
+    `any_process_needs_more(need)` must return whether any process still needs a round (an all-reduce), so that all
+    processes run the same number of rounds: vLLM's generation is a collective call. A process that has enough groups
+    keeps continuing its own running trajectories meanwhile (progress, not waste).
+
+    Returns the statistics of each round.
+    """
+    # Each round brings every running trajectory `token_budget` tokens closer to max_length, so this many suffice.
+    limit = max_rounds if max_rounds is not None else -(-buffer.max_length // buffer.token_budget) + 1
+    rounds: list[RoundStats] = []
+    while True:
+        need = buffer.num_ready_groups() < num_groups
+        if any_process_needs_more is not None:
+            need = any_process_needs_more(need)
+        if not need:
+            return rounds
+        if len(rounds) >= limit:
+            raise RuntimeError(
+                f"{len(rounds)} generation rounds did not complete {num_groups} groups "
+                f"({buffer.num_ready_groups()} ready, {len(buffer.running())} running): the generator is not "
+                "making progress."
+            )
+        rounds.append(buffer.generate_round(generate, call_when_empty=any_process_needs_more is not None))

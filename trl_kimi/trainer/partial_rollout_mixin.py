@@ -1,0 +1,328 @@
+r"""
+Trainer glue for partial rollouts (§2.6 of [Kimi k1.5](https://huggingface.co/papers/2501.12599)): a
+[`~trl_kimi.PartialRolloutBuffer`] between TRL's data loader and its scoring.
+
+TRL's generated batch is `_generate_and_score_completions(inputs)`: generate one completion per row of `inputs`, score
+them, compute the log-probabilities. With partial rollouts the rows of `inputs` enter the buffer as new groups; the
+buffer is driven by rounds of at most `partial_rollout_budget` new tokens (TRL's own `_generate_single_turn`, HF
+`generate` or vLLM, with its maximum length lowered to the round's budget) until enough groups are complete; then
+TRL's `_generate_and_score_completions` runs unchanged on the rows of those complete groups, and its
+`_generate_single_turn` hands back their stored completions instead of generating. Batch shapes are TRL's.
+
+Tested against TRL 1.16 (`_generate_and_score_completions`, `_generate`, `_generate_single_turn`,
+`_tokenize_prompts`, `generation_config` / `vllm_generation.max_completion_length`).
+"""
+
+import contextlib
+import os
+import random
+import time
+from typing import Any
+
+import torch
+from accelerate.utils import gather_object
+from datasets import Dataset
+
+from ..partial_rollouts import PartialRolloutBuffer, RoundStats, generate_until_ready, loss_token_mask
+
+
+ROLLOUT_BUFFER_NAME = "kimi_rollout_buffer.pt"  # written next to the optimizer state in each checkpoint
+
+
+class PartialRolloutMixin:
+    """
+    Partial rollouts for a `GRPOTrainer` subclass (placed before `GRPOTrainer` in the bases); active when
+    `args.partial_rollout_budget` is set, a pass-through otherwise. The subclass calls `_init_partial_rollouts()` at
+    the end of its `__init__` and adds `_repetition_penalties` (when not `None`) to the total reward.
+
+    Overrides, each wrapping `super()`:
+    - `_generate_and_score_completions`: new rows → buffer; rounds until `generation_batch_size / num_generations`
+      groups (per process share) are complete; TRL scores those groups; the groups leave the buffer only once scored;
+    - `_generate_single_turn`: the stored completions of the complete groups (TRL's path otherwise);
+    - `_generate`: the loss mask of stale segments (TRL's `tool_mask`, which the loss multiplies in);
+    - `_save_optimizer_and_scheduler` / `_load_optimizer_and_scheduler`: the buffer of every process, in
+      `kimi_rollout_buffer.pt`.
+    """
+
+    rollout_buffer: PartialRolloutBuffer | None = None
+    _ready_trajectories: list | None = None
+    _repetition_penalties: torch.Tensor | None = None
+
+    def _init_partial_rollouts(self) -> None:
+        args = self.args
+        if args.partial_rollout_budget is None:
+            return
+        unsupported = {
+            "tools": bool(self.tools),
+            "environment_factory": self.environment_factories is not None,
+            "rollout_func": self.rollout_func is not None,
+        }
+        if any(unsupported.values()):
+            names = [name for name, used in unsupported.items() if used]
+            raise ValueError(
+                f"partial_rollout_budget cannot be combined with {names}: a continuation resumes a plain completion. "
+                "Leave partial_rollout_budget unset for multi-turn or custom rollouts."
+            )
+        per_process = args.per_device_train_batch_size * args.steps_per_generation
+        self._groups_per_batch = per_process // self.num_generations
+        extra = args.partial_rollout_extra_groups
+        self._extra_groups = self._groups_per_batch if extra is None else extra
+        if self._extra_groups and not isinstance(self.train_dataset, Dataset):
+            raise ValueError(
+                f"partial_rollout_extra_groups={self._extra_groups} draws prompts from train_dataset by index, which "
+                f"needs a map-style datasets.Dataset, got {type(self.train_dataset).__name__}. Load the dataset "
+                "without streaming, or set partial_rollout_extra_groups=0."
+            )
+        max_length = args.partial_rollout_max_length or self.max_completion_length
+        self.rollout_buffer = PartialRolloutBuffer(
+            num_generations=self.num_generations,
+            token_budget=args.partial_rollout_budget,
+            max_length=max_length,
+            max_continuations=args.partial_rollout_max_continuations,
+            eos_token_ids=self.eos_token_ids,
+            repetition_ngram_size=args.partial_rollout_repetition_ngram_size,
+            repetition_max_repeats=args.partial_rollout_repetition_max_repeats,
+            # Each generated batch adds as many groups as it takes out, so the buffer never holds more than the extra
+            # groups plus one batch: a larger size means a bug, and raises.
+            capacity=(self._groups_per_batch + self._extra_groups) * self.num_generations,
+        )
+
+    # ------------------------------------------------------------------ generation
+    def _generate_and_score_completions(self, inputs):
+        buffer = self.rollout_buffer
+        if buffer is None or not self.model.training:
+            return super()._generate_and_score_completions(inputs)
+        self._check_rows(inputs)
+        if buffer.iteration == 0 and not buffer.trajectories and self._extra_groups:
+            self._prime(inputs)
+        buffer.add(inputs, self._tokenize_prompts([x["prompt"] for x in inputs])[0])
+        iteration = buffer.begin_iteration()
+
+        start = time.perf_counter()
+        collective = self.accelerator.num_processes > 1
+        round_times: list[float] = []
+
+        def timed(round_inputs, max_new_tokens):
+            round_start = time.perf_counter()
+            out = self._generate_round(round_inputs, max_new_tokens)
+            round_times.append(time.perf_counter() - round_start)
+            return out
+
+        rounds = generate_until_ready(
+            buffer, timed, self._groups_per_batch, any_process_needs_more=self._any_process if collective else None
+        )
+        generation_time = time.perf_counter() - start
+
+        ready = buffer.peek_groups(self._groups_per_batch)
+        if self.args.partial_rollout_repetition_ngram_size is not None:
+            penalty = self.args.partial_rollout_repetition_penalty
+            local = torch.tensor([penalty * (t.status == "repeated") for t in ready], device=self.accelerator.device)
+            self._repetition_penalties = self.accelerator.gather(local)  # (N_global,), in TRL's gathered order
+        self._ready_trajectories = ready
+        try:
+            output = super()._generate_and_score_completions([t.row for t in ready])
+        finally:
+            self._ready_trajectories = None
+        # Only a scored batch leaves the buffer: if scoring raised, its groups are still there (nothing lost), and a
+        # checkpoint (taken between batches) never holds a group that was already trained.
+        buffer.pop_groups(self._groups_per_batch)
+        self._log_partial_rollouts(ready, rounds, round_times, generation_time, iteration)
+        return output
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        ready = self._ready_trajectories
+        if ready is None:
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            )
+        if [t.prompt_ids for t in ready] != [list(ids) for ids in prompt_ids]:
+            raise RuntimeError(
+                "The prompts TRL tokenized for the batch differ from the ones the partial-rollout buffer generated "
+                "from; the tokenizer or chat template changed during the run."
+            )
+        logprobs = [t.logprobs for t in ready]
+        return [list(t.completion_ids) for t in ready], None if any(lp is None for lp in logprobs) else logprobs
+
+    def _generate(self, prompts: list):
+        result = super()._generate(prompts)  # TRL's metrics see the whole completions
+        ready = self._ready_trajectories
+        if ready is None or self.args.partial_rollout_stale_tokens_in_loss:
+            return result
+        # Only tokens of the current policy count in the loss: TRL's tool_mask (1 = trained) carries it to the loss,
+        # to num_items_in_batch and to vLLM's importance-sampling ratio. The reward still reads the whole answer.
+        iteration = self.rollout_buffer.iteration
+        masks = [loss_token_mask(t.versions, iteration) for t in ready]
+        return (*result[:2], masks, *result[3:])
+
+    def _generate_round(self, inputs: list[list[int]], max_new_tokens: int):
+        """One budgeted round through TRL's generation (a continuation is a generation from a longer prompt)."""
+        num_local = len(inputs)
+        if self.accelerator.num_processes > 1:
+            # vLLM server and TP colocate slice their gathered outputs by this process's count, so every process
+            # sends as many sequences: pad with copies (their outputs are dropped). At least one: FSDP, ZeRO-3 and
+            # vLLM make generation a collective call.
+            count = int(self.accelerator.reduce(torch.tensor(num_local, device=self.accelerator.device), "max"))
+            filler = inputs[-1] if inputs else self.rollout_buffer.trajectories[-1].prompt_ids  # never empty here
+            inputs = inputs + [filler] * (max(count, 1) - num_local)
+        if not inputs:
+            return [], None
+        if self.use_vllm or self.accelerator.num_processes > 1:
+            buckets = [list(range(len(inputs)))]  # one call per round: the same number on every process
+        else:
+            buckets = _length_buckets([len(ids) for ids in inputs])
+        ids, logprobs = [None] * len(inputs), [None] * len(inputs)
+        with self._generation_limit(max_new_tokens):
+            for bucket in buckets:
+                out, lps = super()._generate_single_turn([inputs[i] for i in bucket], None, {}, 1)
+                for j, i in enumerate(bucket):
+                    ids[i], logprobs[i] = list(out[j]), None if lps is None else lps[j]
+        return ids[:num_local], None if any(lp is None for lp in logprobs) else logprobs[:num_local]
+
+    @contextlib.contextmanager
+    def _generation_limit(self, max_new_tokens: int):
+        """TRL's maximum completion length, lowered to one round's budget for the duration of the round."""
+        if self.use_vllm:
+            target, key = self.vllm_generation, "max_completion_length"
+        else:
+            target, key = self.generation_config, "max_new_tokens"
+        saved = getattr(target, key)
+        setattr(target, key, max_new_tokens)
+        try:
+            yield
+        finally:
+            setattr(target, key, saved)
+
+    def _any_process(self, need: bool) -> bool:
+        return bool(self.accelerator.reduce(torch.tensor(int(need), device=self.accelerator.device), "sum") > 0)
+
+    def _check_rows(self, inputs: list[dict[str, Any]]) -> None:
+        """Every buffered trajectory is scored with its own row: the columns must stay those the buffer holds."""
+        buffered = self.rollout_buffer.trajectories
+        if not buffered:
+            return
+        new, old = set(inputs[0]), set(buffered[0].row)
+        if new != old:
+            raise ValueError(
+                f"The dataset rows changed columns between iterations: buffered trajectories have {sorted(old)}, the "
+                f"new batch has {sorted(new)} (missing {sorted(old - new)}, new {sorted(new - old)}). The reward "
+                "functions of a buffered trajectory need its row as it was; keep train_dataset's columns fixed "
+                "during a run, or resume from a checkpoint written with the same dataset."
+            )
+
+    def _prime(self, inputs: list[dict[str, Any]]) -> None:
+        """Fill the buffer once with `_extra_groups` groups drawn from train_dataset (seeded, per process)."""
+        rng = random.Random(self.args.seed * 7919 + self.accelerator.process_index)
+        size = len(self.train_dataset)
+        indices = rng.sample(range(size), min(self._extra_groups, size))
+        columns = set(inputs[0])  # as the data loader hands them (it may drop unused columns)
+        rows = [{k: v for k, v in self.train_dataset[i].items() if k in columns} for i in indices]
+        rows = [row for row in rows for _ in range(self.num_generations)]
+        self.rollout_buffer.add(rows, self._tokenize_prompts([x["prompt"] for x in rows])[0])
+
+    # ------------------------------------------------------------------ metrics
+    def _log_partial_rollouts(
+        self, ready, rounds: list[RoundStats], round_times: list[float], generation_time: float, iteration: int
+    ) -> None:
+        buffer = self.rollout_buffer
+        versions = [v for t in ready for v in t.versions]
+        masked = 0 if self.args.partial_rollout_stale_tokens_in_loss else sum(v != iteration for v in versions)
+        # Time the batch waited on its longest sample: in each round, the decode steps after the average sequence
+        # had its tokens, as a share of the round's time.
+        waiting = sum(
+            seconds * (1 - r.mean_decode / r.longest_decode)
+            for r, seconds in zip(rounds, round_times, strict=False)  # a round with nothing to do makes no call
+            if r.longest_decode
+        )
+        local = torch.tensor(
+            [
+                len(buffer),
+                sum(r.num_resumed for r in rounds),
+                sum(r.num_sequences for r in rounds),
+                sum(r.tokens_generated for r in rounds),
+                buffer.tokens_generated,
+                buffer.tokens_popped,
+                buffer.tokens_discarded,
+                sum(len(t.completion_ids) for t in buffer.trajectories),  # tokens still in flight
+                sum(t.num_continuations for t in ready),
+                max(t.num_continuations for t in ready),
+                len(ready),
+                sum(t.status == "repeated" for t in ready),
+                sum(t.status == "truncated" for t in ready),
+                masked,
+                len(versions),
+                len(rounds),
+                waiting,
+                generation_time,
+            ],
+            dtype=torch.float64,
+            device=self.accelerator.device,
+        )
+        g = self.accelerator.gather(local.unsqueeze(0))  # (P, 18)
+        s, m = g.sum(dim=0).tolist(), g.max(dim=0).values.tolist()
+        metrics = self._metrics["train"]
+        metrics["partial_rollouts/buffer_size"].append(s[0])
+        metrics["partial_rollouts/resumed_fraction"].append(s[1] / max(s[2], 1))
+        metrics["partial_rollouts/tokens_generated"].append(s[3])
+        # Tokens that ended in a trained sample / tokens generated, since the start (tokens still in flight count
+        # as generated and not yet useful; `useful_token_fraction_settled` leaves them out).
+        metrics["partial_rollouts/useful_token_fraction"].append(s[5] / max(s[4], 1))
+        metrics["partial_rollouts/useful_token_fraction_settled"].append(s[5] / max(s[4] - s[7], 1))
+        metrics["partial_rollouts/continuations_mean"].append(s[8] / max(s[10], 1))
+        metrics["partial_rollouts/continuations_max"].append(m[9])
+        metrics["partial_rollouts/repeated_fraction"].append(s[11] / max(s[10], 1))
+        metrics["partial_rollouts/truncated_fraction"].append(s[12] / max(s[10], 1))
+        metrics["partial_rollouts/masked_token_fraction"].append(s[13] / max(s[14], 1))
+        metrics["partial_rollouts/rounds"].append(m[15])
+        metrics["partial_rollouts/longest_sample_wait_s"].append(m[16])
+        metrics["partial_rollouts/generation_time_s"].append(m[17])
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        super()._save_optimizer_and_scheduler(output_dir)
+        if self.rollout_buffer is None:
+            return
+        states = gather_object([self.rollout_buffer.state_dict()])  # collective: one state per process, in order
+        if self.args.should_save:
+            torch.save({"world_size": len(states), "processes": states}, os.path.join(output_dir, ROLLOUT_BUFFER_NAME))
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None or self.rollout_buffer is None:
+            return
+        path = os.path.join(checkpoint, ROLLOUT_BUFFER_NAME)
+        if not os.path.isfile(path):
+            raise ValueError(
+                f"partial_rollout_budget={self.args.partial_rollout_budget} but the checkpoint {checkpoint} has no "
+                f"{ROLLOUT_BUFFER_NAME}: it was written without partial rollouts. Resume with the settings of that run "
+                "(leave partial_rollout_budget unset), or start a new run."
+            )
+        saved = torch.load(path, weights_only=True)
+        if saved["world_size"] != self.accelerator.num_processes:
+            raise ValueError(
+                f"{path} holds the buffers of {saved['world_size']} processes, this run has "
+                f"{self.accelerator.num_processes}. Resume with {saved['world_size']} processes."
+            )
+        self.rollout_buffer.load_state_dict(saved["processes"][self.accelerator.process_index])
+
+
+def _length_buckets(lengths: list[int], max_ratio: float = 2.0) -> list[list[int]]:
+    """
+    Indices grouped by input length, each group's longest at most `max_ratio` × its shortest.
+
+    HF `generate` left-pads a batch to its longest input and re-reads every input in full (no cache is kept between
+    rounds): a round mixing fresh prompts (tens of tokens) with long continuations would mostly compute padding.
+    One process only: with several, sharded models (FSDP, ZeRO-3) need the same number of calls everywhere.
+
+    Example:
+    ```python
+    >>> _length_buckets([12, 100, 14, 60, 13])
+    [[0, 4, 2], [3, 1]]
+
+    ```
+    """
+    buckets: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if not buckets or lengths[i] > max_ratio * lengths[buckets[-1][0]]:
+            buckets.append([])
+        buckets[-1].append(i)
+    return buckets
