@@ -5,7 +5,7 @@ from collections.abc import Callable
 from datasets import Dataset
 
 from ..evaluation import BENCHMARK_FORMATS, BenchmarkFormat, to_eval_dataset
-from ..hub import BUILTIN_DATASET
+from ..hub import BUILTIN_DATASET, load_dataset_any
 
 
 REWARDS = ("auto", "math", "code", "chain-sum")
@@ -105,3 +105,16 @@ def prepare_dataset(
     tokenizer = getattr(processing_class, "tokenizer", processing_class)
     conversational = getattr(tokenizer, "chat_template", None) is not None
     return to_eval_dataset(dataset, benchmark, conversational=conversational, system_prompt=system_prompt)
+
+
+def load_task(args, processing_class, *, split: str, num_rows: int | None, seed: int) -> tuple[Dataset, str]:
+    """The dataset every subcommand trains or evaluates on, in TRL's prompt format, and the name of the reward that
+    scores it (checked against the dataset's columns). `args` holds the shared dataset flags (`dataset_name`,
+    `dataset_config`, `dataset_format`, `system_prompt`, `prompt_column`, `answer_column`, `reward`)."""
+    dataset = load_dataset_any(args.dataset_name, args.dataset_config, split=split, num_rows=num_rows, seed=seed)
+    dataset = prepare_dataset(
+        dataset, args.dataset_format, processing_class, args.system_prompt, args.prompt_column, args.answer_column
+    )
+    reward = resolve_reward(args.reward, args.dataset_name, dataset.column_names)
+    check_reward_columns(reward, dataset.column_names)
+    return dataset, reward

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
-from ..hub import BUILTIN_DATASET, check_model_name_or_path, load_dataset_any, load_processing_class
-from ._common import DATASET_FORMATS, REWARDS, check_reward_columns, prepare_dataset, resolve_reward, reward_function
+from ..hub import BUILTIN_DATASET, check_model_name_or_path, load_processing_class
+from ._common import DATASET_FORMATS, REWARDS, load_task, reward_function
 
 
 @dataclass
@@ -140,19 +140,10 @@ def run_eval(args: EvalArguments) -> dict:
     from ..evaluation import evaluate
 
     check_model_name_or_path(args.model_name_or_path, args.model_revision)
-    dataset = load_dataset_any(
-        args.dataset_name,
-        args.dataset_config,
-        split=args.dataset_split,
-        num_rows=args.max_samples,
-        seed=args.dataset_seed,
-    )
     processing_class = load_processing_class(args.model_name_or_path, args.model_revision)
-    dataset = prepare_dataset(
-        dataset, args.dataset_format, processing_class, args.system_prompt, args.prompt_column, args.answer_column
+    dataset, reward = load_task(
+        args, processing_class, split=args.dataset_split, num_rows=args.max_samples, seed=args.dataset_seed
     )
-    reward = resolve_reward(args.reward, args.dataset_name, dataset.column_names)
-    check_reward_columns(reward, dataset.column_names)
 
     model, llm = None, None
     if args.use_vllm:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from trl import ModelConfig, TrlParser
 
-from ..hub import check_model_name_or_path, load_dataset_any, load_processing_class
-from ._common import check_reward_columns, prepare_dataset, resolve_reward, reward_function
+from ..hub import check_model_name_or_path, load_processing_class
+from ._common import load_task, reward_function
 from .train import TrainScriptArguments
 
 
@@ -64,23 +64,13 @@ def run_long2short(script_args: Long2ShortScriptArguments, training_args, model_
         check_model_name_or_path(script_args.short_model_name_or_path, what="short model")
         short_model = AutoModelForCausalLM.from_pretrained(script_args.short_model_name_or_path)
 
-    dataset = load_dataset_any(
-        script_args.dataset_name,
-        script_args.dataset_config,
+    dataset, reward = load_task(
+        script_args,
+        processing_class,
         split=script_args.dataset_train_split,
         num_rows=script_args.max_train_samples,
         seed=training_args.seed,
     )
-    dataset = prepare_dataset(
-        dataset,
-        script_args.dataset_format,
-        processing_class,
-        script_args.system_prompt,
-        script_args.prompt_column,
-        script_args.answer_column,
-    )
-    reward = resolve_reward(script_args.reward, script_args.dataset_name, dataset.column_names)
-    check_reward_columns(reward, dataset.column_names)
 
     trainer = long2short.Long2ShortTrainer(
         model,

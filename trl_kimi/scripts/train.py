@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
-from ..hub import BUILTIN_DATASET, load_dataset_any, load_processing_class
-from ._common import DATASET_FORMATS, REWARDS, check_reward_columns, prepare_dataset, resolve_reward, reward_function
+from ..hub import BUILTIN_DATASET, load_processing_class
+from ._common import DATASET_FORMATS, REWARDS, load_task, reward_function
 
 
 @dataclass
@@ -87,23 +87,13 @@ def train(script_args: TrainScriptArguments, training_args, model_args: ModelCon
     ################
     # Dataset
     ################
-    dataset = load_dataset_any(
-        script_args.dataset_name,
-        script_args.dataset_config,
+    dataset, reward = load_task(
+        script_args,
+        processing_class,
         split=script_args.dataset_train_split,
         num_rows=script_args.max_train_samples,
         seed=training_args.seed,
     )
-    dataset = prepare_dataset(
-        dataset,
-        script_args.dataset_format,
-        processing_class,
-        script_args.system_prompt,
-        script_args.prompt_column,
-        script_args.answer_column,
-    )
-    reward = resolve_reward(script_args.reward, script_args.dataset_name, dataset.column_names)
-    check_reward_columns(reward, dataset.column_names)
 
     ################
     # Training
