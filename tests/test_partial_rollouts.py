@@ -284,6 +284,31 @@ def test_stale_tokens_in_loss_option_trains_every_token(tmp_path):
     assert all(log["partial_rollouts/masked_token_fraction"] == 0 for log in trainer.state.log_history[:-1])
 
 
+def test_each_round_is_one_generate_call_of_at_most_the_budget(tmp_path, monkeypatch):
+    # Fresh prompts and continuations share one call per round (a call per length class would repeat the round's
+    # decode steps), with TRL's length limit lowered to the budget for that call only.
+    from trl import GRPOTrainer
+
+    calls = []
+    original = GRPOTrainer._generate_single_turn
+
+    def counting(self, prompt_ids, *args, **kwargs):
+        if self._ready_trajectories is None:  # a generation round, not the hand-back of stored completions
+            calls.append(
+                {"lengths": sorted({len(p) for p in prompt_ids}), "max_new": self.generation_config.max_new_tokens}
+            )
+        return original(self, prompt_ids, *args, **kwargs)
+
+    monkeypatch.setattr(GRPOTrainer, "_generate_single_turn", counting)
+    trainer = make_trainer(tmp_path, max_steps=4, partial_rollout_budget=3, partial_rollout_extra_groups=1)
+    trainer.train()
+    rounds = sum(log["partial_rollouts/rounds"] for log in trainer.state.log_history[:-1])
+    assert len(calls) == rounds > 4
+    assert all(call["max_new"] == 3 for call in calls)
+    assert any(len(call["lengths"]) > 1 for call in calls)  # prompts and continuations of other lengths, together
+    assert trainer.generation_config.max_new_tokens == trainer.max_completion_length  # restored after each round
+
+
 def test_repeated_trajectories_are_penalised_through_the_reward(tmp_path):
     # n = 1, 2 repeats: any token seen twice is a repetition, so almost every sample of the untrained model repeats.
     trainer = make_trainer(

@@ -166,17 +166,12 @@ class PartialRolloutMixin:
             inputs = inputs + [filler] * (max(count, 1) - num_local)
         if not inputs:
             return [], None
-        if self.use_vllm or self.accelerator.num_processes > 1:
-            buckets = [list(range(len(inputs)))]  # one call per round: the same number on every process
-        else:
-            buckets = _length_buckets([len(ids) for ids in inputs])
-        ids, logprobs = [None] * len(inputs), [None] * len(inputs)
+        # One call for the whole round, fresh prompts and continuations together (left-padded to the longest): a
+        # call per length class would repeat the round's decode steps, which cost more than the padding.
         with self._generation_limit(max_new_tokens):
-            for bucket in buckets:
-                out, lps = super()._generate_single_turn([inputs[i] for i in bucket], None, {}, 1)
-                for j, i in enumerate(bucket):
-                    ids[i], logprobs[i] = list(out[j]), None if lps is None else lps[j]
-        return ids[:num_local], None if any(lp is None for lp in logprobs) else logprobs[:num_local]
+            ids, logprobs = super()._generate_single_turn(inputs, None, {}, 1)
+        ids = [list(x) for x in ids]
+        return ids[:num_local], None if logprobs is None else logprobs[:num_local]
 
     @contextlib.contextmanager
     def _generation_limit(self, max_new_tokens: int):
@@ -303,26 +298,3 @@ class PartialRolloutMixin:
                 f"{self.accelerator.num_processes}. Resume with {saved['world_size']} processes."
             )
         self.rollout_buffer.load_state_dict(saved["processes"][self.accelerator.process_index])
-
-
-def _length_buckets(lengths: list[int], max_ratio: float = 2.0) -> list[list[int]]:
-    """
-    Indices grouped by input length, each group's longest at most `max_ratio` × its shortest.
-
-    HF `generate` left-pads a batch to its longest input and re-reads every input in full (no cache is kept between
-    rounds): a round mixing fresh prompts (tens of tokens) with long continuations would mostly compute padding.
-    One process only: with several, sharded models (FSDP, ZeRO-3) need the same number of calls everywhere.
-
-    Example:
-    ```python
-    >>> _length_buckets([12, 100, 14, 60, 13])
-    [[0, 4, 2], [3, 1]]
-
-    ```
-    """
-    buckets: list[list[int]] = []
-    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
-        if not buckets or lengths[i] > max_ratio * lengths[buckets[-1][0]]:
-            buckets.append([])
-        buckets[-1].append(i)
-    return buckets
