@@ -9,8 +9,10 @@
 """
 Long2short on the embedded chain-sum task: the four methods of Kimi k1.5 §2.4 side by side, on CPU, in minutes.
 
-1. Models: a tiny Qwen2 warm-started with TRL's `SFTTrainer` on mostly chain-of-thought answers (the *long* model),
-   and a short-CoT sibling fine-tuned from it on answers without working (the *short* model, for merging).
+1. Models: a tiny Qwen2 warm-started with TRL's `SFTTrainer` on chain-of-thought answers that overthink, as long-CoT
+   models do: 70 % of them re-check the worked chain (write it out again), half of those twice, before answering
+   (the *long* model); and a short-CoT sibling fine-tuned from it on answers without working (the *short* model, for
+   merging).
 2. Each method runs with [`Long2ShortTrainer`] from the long model: `merge`, `rejection_sft`, `dpo`, `rl`, and the
    chain `rejection_sft → dpo → rl`.
 3. A table of methods × (accuracy, mean completion tokens) on a held-out split, and `accuracy_vs_tokens.png`, the
@@ -20,10 +22,10 @@ Long2short on the embedded chain-sum task: the four methods of Kimi k1.5 §2.4 s
 python examples/long2short.py --output_dir runs/long2short
 ```
 
-On 2 CPU cores (shared with other jobs) the two warm starts took 7.6 minutes and the five runs 6.4 (about 14 in all;
-the long model's 400 SFT steps dominate); `--long_model_path` / `--short_model_path` reuse warm starts from an earlier run. On a machine shared
-with other jobs, `OMP_NUM_THREADS=1` avoids thread oversubscription (it was 7x faster per step there). `--help`
-lists the sizes. Measured figures are in the README's Long2short section.
+On 2 CPU cores (`OMP_NUM_THREADS=1`) the two warm starts took 7.1 minutes and the five runs 7.3 (14.4 in all; the
+long model's 400 SFT steps dominate); `--long_model_path` / `--short_model_path` reuse warm starts from an earlier run.
+On a machine shared with other jobs, `OMP_NUM_THREADS=1` avoids thread oversubscription. `--help` lists the sizes.
+Measured figures are in the README's Long2short section.
 
 GPU recipe (the same `Long2ShortTrainer`, Hub models; the long-CoT checkpoint is yours, e.g. the output of
 `examples/kimi_gsm8k.py`, and the short model a short-CoT fine-tune of the same base):
@@ -91,11 +93,14 @@ class ExampleArguments:
         default=None,
         metadata={"help": "Reuse this short model (a fine-tune of the long one) instead of training one."},
     )
-    max_terms: int = field(default=7, metadata={"help": "Largest number of terms in a problem."})
+    max_terms: int = field(default=5, metadata={"help": "Largest number of terms in a problem."})
     hidden_size: int = field(default=128, metadata={"help": "Width of the tiny Qwen2."})
     num_layers: int = field(default=4, metadata={"help": "Depth of the tiny Qwen2."})
     num_sft_examples: int = field(default=4000, metadata={"help": "Warm-start SFT examples."})
-    long_fraction: float = field(default=0.8, metadata={"help": "Fraction of warm-start answers with the CoT."})
+    long_fraction: float = field(default=1.0, metadata={"help": "Fraction of warm-start answers with the CoT."})
+    recheck_rate: float = field(
+        default=0.7, metadata={"help": "The long model's overthinking: chance to re-check a worked chain (at most twice)."}
+    )
     long_sft_steps: int = field(default=400, metadata={"help": "Warm-start SFT steps of the long model."})
     short_sft_steps: int = field(default=100, metadata={"help": "SFT steps from the long model to the short one."})
     sft_learning_rate: float = field(default=3e-3, metadata={"help": "Peak learning rate of the warm starts."})
@@ -104,7 +109,7 @@ class ExampleArguments:
     num_eval_prompts: int = field(default=200, metadata={"help": "Held-out prompts of the table."})
     eval_samples: int = field(default=4, metadata={"help": "Samples per held-out prompt (pass@1 averaged)."})
     num_samples: int = field(default=8, metadata={"help": "n, samples per prompt for rejection SFT and DPO."})
-    max_new_tokens: int = field(default=64, metadata={"help": "Token cap of sampling (the long model's)."})
+    max_new_tokens: int = field(default=96, metadata={"help": "Token cap of sampling (the long model's)."})
     sft_epochs: float = field(default=2.0, metadata={"help": "Epochs of rejection-sampling SFT."})
     sft_stage_learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of rejection SFT."})
     dpo_epochs: float = field(default=1.0, metadata={"help": "Epochs of DPO."})
@@ -144,12 +149,16 @@ def train_warm_starts(args: ExampleArguments, tokenizer, out: Path):
         tokenizer.save_pretrained(out / name)
         return model
 
-    def data(long_fraction, seed):
+    def data(long_fraction, seed, recheck_rate=0.0):
         return arithmetic.make_sft_dataset(
-            args.num_sft_examples, seed=seed, max_terms=args.max_terms, long_fraction=long_fraction
+            args.num_sft_examples,
+            seed=seed,
+            max_terms=args.max_terms,
+            long_fraction=long_fraction,
+            recheck_rate=recheck_rate,
         )
 
-    long_data = data(args.long_fraction, args.seed)
+    long_data = data(args.long_fraction, args.seed, args.recheck_rate)
     if args.long_model_path is None:
         model = arithmetic.make_model(tokenizer, args.hidden_size, args.num_layers, seed=args.seed)
         sft(model, long_data, args.long_sft_steps, "long_model")

@@ -28,6 +28,21 @@ def test_sft_dataset_slip_rates_apply_per_format():
     assert 0.45 < 1 - sum(right["short"]) / len(right["short"]) < 0.55  # half of the guesses are off by one
 
 
+def test_rechecks_repeat_the_chain_and_follow_the_rate():
+    assert arithmetic.long_solution([3, 5], rechecks=2) == "a3:3,b5:8,a3:3,b5:8,a3:3,b5:8=8"
+    dataset = arithmetic.make_sft_dataset(3000, seed=0, long_fraction=1.0, recheck_rate=0.5, max_rechecks=2)
+    counts = [0, 0, 0]
+    for prompt, completion in zip(dataset["prompt"], dataset["completion"], strict=True):
+        chain = arithmetic.long_solution([int(c) for c in prompt[1::2]]).split("=")[0]
+        passes = completion.split("=")[0].split(",").count(chain.split(",")[0])  # the first step, once per pass
+        assert completion == arithmetic.long_solution([int(c) for c in prompt[1::2]], rechecks=passes - 1)
+        counts[passes - 1] += 1
+    # P(0) = 0.5, P(1) = 0.25, P(2) = 0.25 (the second re-check is the last)
+    assert [abs(c / len(dataset) - p) < 0.03 for c, p in zip(counts, [0.5, 0.25, 0.25], strict=True)] == [True] * 3
+    with pytest.raises(ValueError, match="recheck_rate must be in"):
+        arithmetic.make_sft_dataset(10, recheck_rate=-0.1)
+
+
 def test_sft_dataset_rejects_rates_outside_unit_interval():
     with pytest.raises(ValueError, match="short_slip_rate must be in \\[0, 1\\], got 1.5"):
         arithmetic.make_sft_dataset(10, short_slip_rate=1.5)

@@ -64,18 +64,19 @@ def prompt_text(terms: list[int]) -> str:
     return "".join(f"{tag}{t}" for tag, t in zip(TAGS, terms)) + "="
 
 
-def long_solution(terms: list[int], slip_at: int | None = None) -> str:
+def long_solution(terms: list[int], slip_at: int | None = None, rechecks: int = 0) -> str:
     """
     Each term behind its tag, then the running sum, then the answer: ``a3:3,b5:8,c8:16,d2:18=18``.
 
     `slip_at=i` writes the running sum of step i one too high, and carries the error on to the answer, like a
-    careless demonstrator would: ``a3:3,b5:9,c8:17,d2:19=19``.
+    careless demonstrator would: ``a3:3,b5:9,c8:17,d2:19=19``. `rechecks=r` works the chain out r more times before
+    answering, as an overthinking long-CoT model verifies work that was already right: ``a3:3,b5:8,a3:3,b5:8=8``.
     """
     steps, total = [], 0
     for i, (tag, term) in enumerate(zip(TAGS, terms)):
         total += term + (1 if i == slip_at else 0)
         steps.append(f"{tag}{term}:{total}")
-    return ",".join(steps) + f"={total}"
+    return ",".join(steps * (1 + rechecks)) + f"={total}"
 
 
 def short_solution(terms: list[int], slip: bool = False) -> str:
@@ -104,6 +105,8 @@ def make_sft_dataset(
     long_fraction: float = 0.5,
     long_slip_rate: float = 0.0,
     short_slip_rate: float = 0.0,
+    recheck_rate: float = 0.0,
+    max_rechecks: int = 2,
 ) -> Dataset:
     """
     Prompt/completion pairs in TRL's SFT format; a `long_fraction` of them show the chain of thought.
@@ -112,20 +115,30 @@ def make_sft_dataset(
     (a running sum one too high, carried on to the answer) and a `short_slip_rate` of the short answers are one too
     high. Answers given without working are the less reliable ones in real data; a model imitating them makes the
     same mistakes at the same rates, which RL with a verifier can train away (e.g. by answering the long way).
+
+    Long answers can also overthink: after working the chain out, a long answer re-checks it (writes it out again)
+    with probability `recheck_rate`, then again with the same probability, at most `max_rechecks` times. The re-checks
+    never change the answer, so they are tokens a long2short method can remove at no cost in accuracy.
     """
     for name, value in [
         ("long_fraction", long_fraction),
         ("long_slip_rate", long_slip_rate),
         ("short_slip_rate", short_slip_rate),
+        ("recheck_rate", recheck_rate),
     ]:
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {value}.")
+    if max_rechecks < 0:
+        raise ValueError(f"max_rechecks must be >= 0, got {max_rechecks}.")
     rng = random.Random(seed + 1)
     rows = {"prompt": [], "completion": []}
     for terms in _problems(num, seed, max_terms):
         if rng.random() < long_fraction:
             slip_at = rng.randrange(len(terms)) if rng.random() < long_slip_rate else None
-            completion = long_solution(terms, slip_at=slip_at)
+            rechecks = 0
+            while recheck_rate and rechecks < max_rechecks and rng.random() < recheck_rate:  # no draw when 0: seeds keep
+                rechecks += 1  # their data
+            completion = long_solution(terms, slip_at=slip_at, rechecks=rechecks)
         else:
             completion = short_solution(terms, slip=rng.random() < short_slip_rate)
         rows["prompt"].append(prompt_text(terms))
