@@ -99,7 +99,8 @@ class ExampleArguments:
     num_sft_examples: int = field(default=4000, metadata={"help": "Warm-start SFT examples."})
     long_fraction: float = field(default=1.0, metadata={"help": "Fraction of warm-start answers with the CoT."})
     recheck_rate: float = field(
-        default=0.7, metadata={"help": "The long model's overthinking: chance to re-check a worked chain (at most twice)."}
+        default=0.7,
+        metadata={"help": "The long model's overthinking: chance to re-check a worked chain (at most twice)."},
     )
     long_sft_steps: int = field(default=400, metadata={"help": "Warm-start SFT steps of the long model."})
     short_sft_steps: int = field(default=100, metadata={"help": "SFT steps from the long model to the short one."})

@@ -136,7 +136,9 @@ def make_sft_dataset(
         if rng.random() < long_fraction:
             slip_at = rng.randrange(len(terms)) if rng.random() < long_slip_rate else None
             rechecks = 0
-            while recheck_rate and rechecks < max_rechecks and rng.random() < recheck_rate:  # no draw when 0: seeds keep
+            while (
+                recheck_rate and rechecks < max_rechecks and rng.random() < recheck_rate
+            ):  # no draw when 0: seeds keep
                 rechecks += 1  # their data
             completion = long_solution(terms, slip_at=slip_at, rechecks=rechecks)
         else:
