@@ -117,8 +117,9 @@ def make_sft_dataset(
     same mistakes at the same rates, which RL with a verifier can train away (e.g. by answering the long way).
 
     Long answers can also overthink: after working the chain out, a long answer re-checks it (writes it out again)
-    with probability `recheck_rate`, then again with the same probability, at most `max_rechecks` times. The re-checks
-    never change the answer, so they are tokens a long2short method can remove at no cost in accuracy.
+    with probability `recheck_rate`, then again with the same probability, at most `max_rechecks` times. A re-check
+    never changes a demonstrated answer: it is the redundancy long2short methods remove (a model may still lean on
+    it, as a second computation before answering).
     """
     for name, value in [
         ("long_fraction", long_fraction),
@@ -135,11 +136,9 @@ def make_sft_dataset(
     for terms in _problems(num, seed, max_terms):
         if rng.random() < long_fraction:
             slip_at = rng.randrange(len(terms)) if rng.random() < long_slip_rate else None
-            rechecks = 0
-            while (
-                recheck_rate and rechecks < max_rechecks and rng.random() < recheck_rate
-            ):  # no draw when 0: seeds keep
-                rechecks += 1  # their data
+            rechecks = 0  # (no random draw when recheck_rate is 0: a seed keeps giving the data it gave before)
+            while recheck_rate and rechecks < max_rechecks and rng.random() < recheck_rate:
+                rechecks += 1
             completion = long_solution(terms, slip_at=slip_at, rechecks=rechecks)
         else:
             completion = short_solution(terms, slip=rng.random() < short_slip_rate)
