@@ -22,8 +22,8 @@ Long2short on the embedded chain-sum task: the four methods of Kimi k1.5 §2.4 s
 python examples/long2short.py --output_dir runs/long2short
 ```
 
-On 2 CPU cores (`OMP_NUM_THREADS=1`) the two warm starts took 7.1 minutes and the five runs 7.3 (14.4 in all; the
-long model's 400 SFT steps dominate); `--long_model_path` / `--short_model_path` reuse warm starts from an earlier run.
+On 2 CPU cores (`OMP_NUM_THREADS=1`) the five runs took 12.6 minutes and the two warm starts about 7 more;
+`--long_model_path` / `--short_model_path` reuse warm starts from an earlier run.
 On a machine shared with other jobs, `OMP_NUM_THREADS=1` avoids thread oversubscription. `--help` lists the sizes.
 Measured figures are in the README's Long2short section.
 
@@ -111,7 +111,7 @@ class ExampleArguments:
     eval_samples: int = field(default=4, metadata={"help": "Samples per held-out prompt (pass@1 averaged)."})
     num_samples: int = field(default=8, metadata={"help": "n, samples per prompt for rejection SFT and DPO."})
     max_new_tokens: int = field(default=96, metadata={"help": "Token cap of sampling (the long model's)."})
-    sft_epochs: float = field(default=2.0, metadata={"help": "Epochs of rejection-sampling SFT."})
+    sft_epochs: float = field(default=4.0, metadata={"help": "Epochs of rejection-sampling SFT."})
     sft_stage_learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of rejection SFT."})
     dpo_epochs: float = field(default=1.0, metadata={"help": "Epochs of DPO."})
     dpo_learning_rate: float = field(default=2e-5, metadata={"help": "Learning rate of DPO."})
