@@ -1,13 +1,16 @@
-"""avg@n, the unbiased pass@k estimator (hand values), percentiles, the evaluation loop on the tiny model, bad input."""
+"""avg@n, the unbiased pass@k estimator (hand values), percentiles, the one sample-and-score loop and its rules on the
+tiny model, `trl-kimi eval` agreeing with the long2short report, bad input."""
 
 import json
 from math import comb
 
 import numpy as np
 import pytest
+import torch
 from datasets import Dataset
 
-from tests.utils import tiny_model
+from tests.utils import eos_prone_model, tiny_model
+from trl_kimi import Long2ShortConfig, Long2ShortTrainer
 from trl_kimi.evaluation import (
     accuracy_within_budget,
     avg_at_n,
@@ -15,9 +18,13 @@ from trl_kimi.evaluation import (
     mean_pass_at_k,
     pass_at_k,
     percentile,
+    sample_and_score,
+    score_finished,
     to_eval_dataset,
 )
+from trl_kimi.scripts.evaluate import EvalArguments, run_eval
 from trl_kimi.tasks import arithmetic
+from trl_kimi.verifiers import math_reward
 
 
 @pytest.mark.parametrize(
@@ -131,3 +138,107 @@ def test_evaluate_bad_input(tiny):
         evaluate(model, tokenizer, dataset, even_length_reward, num_samples=2, k=[1, 4])
     with pytest.raises(ValueError, match="needs a 'prompt' column"):
         evaluate(model, tokenizer, dataset.rename_column("prompt", "question"), even_length_reward)
+
+
+# ---------------------------------------------------------------------------------------------------- the one loop
+def test_sample_and_score_passes_trls_arguments_and_applies_the_rules():
+    tokenizer = arithmetic.make_tokenizer()
+    # conversational prompts need a chat template; this one writes the messages' contents back to back
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    model = eos_prone_model(tokenizer, p_eos=0.4)  # a mix of finished and truncated answers within 4 tokens
+    plain = arithmetic.make_rl_dataset(4, seed=0, max_terms=3)
+    chat = plain.map(lambda row: {"prompt": [{"role": "user", "content": row["prompt"]}]})
+    seen = []
+
+    def recording_reward(prompts, completions, completion_ids, trainer_state, answer, **kwargs):
+        seen.append({"prompts": prompts, "completions": completions, "ids": completion_ids, "answer": answer})
+        assert trainer_state is None and callable(kwargs["log_metric"]) and callable(kwargs["log_extra"])
+        # None ("not applicable") for answers starting with a digit, else 1.0
+        return [None if ids[0] in digit_ids else 1.0 for ids in completion_ids]
+
+    digit_ids = set(tokenizer.convert_tokens_to_ids(list("0123456789")))
+    for dataset in (plain, chat):
+        seen.clear()
+        result = sample_and_score(model, tokenizer, dataset, recording_reward, num_samples=6, max_new_tokens=4)
+        flat = [s for group in result.samples for s in group]
+        (call,) = seen  # one call, with keywords, for the finished answers only
+        finished = [s for s in flat if s.finished]
+        assert len(call["ids"]) == len(finished) and 0 < len(finished) < len(flat)
+        assert call["ids"] == [s.token_ids for s in finished]
+        assert all(ids[-1] == tokenizer.eos_token_id for ids in call["ids"])  # EOS included
+        owners = [p for p, group in enumerate(result.samples) for s in group if s.finished]
+        assert call["answer"] == [dataset[p]["answer"] for p in owners]  # the dataset's columns, per sample
+        assert call["prompts"] == [dataset[p]["prompt"] for p in owners]
+        if dataset is plain:
+            assert call["completions"] == [s.text for s in finished]
+        else:  # in the prompt's format: one assistant message, as TRL builds it
+            assert call["completions"] == [[{"role": "assistant", "content": s.text}] for s in finished]
+        for s in flat:
+            if not s.finished:  # truncated: 0 without reaching the reward function, never correct
+                assert (s.reward, s.correct) == (0.0, False)
+            elif s.token_ids[0] in digit_ids:  # None: kept, counted, wrong
+                assert (s.reward, s.correct) == (None, False)
+            else:
+                assert (s.reward, s.correct) == (1.0, True)
+        assert result.num_not_applicable == sum(s.reward is None for s in flat) > 0
+        assert result.accuracy == pytest.approx(np.mean([s.correct for s in flat]))
+        assert result.truncated_fraction == pytest.approx(np.mean([not s.finished for s in flat]))
+    # the same seed gives the same samples whatever the prompt format (no chat markup in this template)
+    assert [s.text for g in sample_and_score(model, tokenizer, plain, recording_reward, 6, max_new_tokens=4).samples
+            for s in g] == [s.text for s in flat]  # fmt: skip
+
+
+def test_truncated_answers_score_0_even_when_the_text_is_right():
+    # The report's rule, from issue 19: a correct box written before the cap is not an answer.
+    text = "So the area is \\boxed{5}. Wait, let me double-check this by recomputing the"
+    assert math_reward([text], solution=["5"]) == [1.0]  # the verifier alone cannot know
+    assert score_finished(math_reward, [False, True], completions=[text, text], solution=["5", "5"]) == [0.0, 1.0]
+
+
+def sft_on(model, tokenizer, dataset, steps: int):
+    """A few Adam steps on `prompt=answer<eos>`: a tiny model that is right part of the time, deterministically."""
+    texts = [p + "=" + a for p, a in zip(dataset["prompt"], dataset["answer"])]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    ids = torch.cat([batch.input_ids, torch.full((len(texts), 1), arithmetic.EOS_ID)], 1)
+    mask = torch.cat([batch.attention_mask, torch.ones(len(texts), 1, dtype=torch.long)], 1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        loss = model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model
+
+
+def test_trl_kimi_eval_and_long2short_report_agree(tmp_path):
+    # Same model, prompts, reward, seed, temperature, cap and batch size: `trl-kimi eval` and the accuracy the
+    # long2short results.json reports are the same numbers (they are the same function).
+    tokenizer = arithmetic.make_tokenizer()
+    dataset = arithmetic.make_rl_dataset(6, seed=1, max_terms=2)
+    torch.manual_seed(0)
+    model = sft_on(tiny_model(tokenizer), tokenizer, dataset, steps=25)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    dataset.to_json(tmp_path / "problems.jsonl")
+
+    summary = run_eval(
+        EvalArguments(
+            model_name_or_path=str(tmp_path / "model"), dataset_name=str(tmp_path / "problems.jsonl"),
+            dataset_split="train", reward="chain-sum", num_samples=4, max_new_tokens=8, batch_size=8, seed=0,
+            output_dir=str(tmp_path / "eval"), progress=False,
+        )
+    )  # fmt: skip
+    args = Long2ShortConfig(
+        output_dir=str(tmp_path / "l2s"), methods=["merge"], use_cpu=True, seed=0, eval_num_samples=4,
+        eval_max_new_tokens=8, sampling_batch_size=8,
+    )  # fmt: skip
+    Long2ShortTrainer(
+        str(tmp_path / "model"), args, train_dataset=dataset, eval_dataset=dataset,
+        reward_funcs=arithmetic.addition_reward, short_model=str(tmp_path / "model"),  # merging a model with itself
+    ).train()  # fmt: skip
+    stage = json.loads((tmp_path / "l2s" / "results.json").read_text())["stages"][0]
+    assert 0.0 < summary["accuracy"] < 1.0  # a figure that can disagree
+    assert summary["num_problems"] == 6 and summary["num_samples"] == 4
+    for phase in ("before", "after"):
+        for name in ("accuracy", "mean_tokens", "truncated_fraction", "p90_tokens"):
+            assert stage[phase][name] == pytest.approx(summary[name], abs=1e-4), (phase, name)  # results.json rounds

@@ -4,15 +4,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from datasets import Dataset, load_from_disk
 from transformers import AutoModelForCausalLM, HfArgumentParser, LlamaConfig, LlamaForCausalLM
 from trl import SFTConfig, SFTTrainer
 
-from trl_kimi import Long2ShortConfig, Long2ShortTrainer
+import trl_kimi.long2short.trainer as long2short_trainer
+from trl_kimi import KimiMirrorDescentTrainer, Long2ShortConfig, Long2ShortTrainer
+from trl_kimi.evaluation import ScoredSample, sample_and_score
+from trl_kimi.generation import sample_completions
 from trl_kimi.long2short import (
     VerifiedSample,
+    ZeroIfTruncatedReward,
     build_dpo_pairs,
     dpo_pairs_for_prompt,
     long2short_length_penalty,
@@ -23,6 +28,7 @@ from trl_kimi.long2short import (
     shortest_rejection_sampling,
 )
 from trl_kimi.tasks import arithmetic
+from trl_kimi.verifiers import math_reward
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +41,7 @@ def tiny(tokenizer, seed):
 
 def S(text, correct, num_tokens=None):
     """A hand-made sample; its length in tokens defaults to its length in characters."""
-    return VerifiedSample(text, len(text) if num_tokens is None else num_tokens, correct)
+    return ScoredSample(text, len(text) if num_tokens is None else num_tokens, correct)
 
 
 def at_most_4_chars_reward(completions, **kwargs):
@@ -191,19 +197,20 @@ def test_build_dpo_pairs_dataset_and_empty_error(caplog):
         build_dpo_pairs(dataset.select([1, 2]), samples[1:])
 
 
-def test_sample_and_verify_measures_tokens_and_fails_truncated_answers():
+def test_sampling_measures_tokens_and_fails_truncated_answers_and_the_old_name_delegates():
     tokenizer = arithmetic.make_tokenizer()
     model = tiny(tokenizer, 0)
     dataset = arithmetic.make_rl_dataset(3, seed=0, max_terms=3)
-    groups = sample_and_verify(model, tokenizer, dataset, at_most_4_chars_reward, 4, max_new_tokens=5, seed=0)
+    groups = sample_and_score(model, tokenizer, dataset, at_most_4_chars_reward, 4, max_new_tokens=5, seed=0).samples
     assert [len(g) for g in groups] == [4, 4, 4]
     flat = [s for g in groups for s in g]
     assert all(1 <= s.num_tokens <= 5 for s in flat)
     assert all(s.correct == (s.finished and len(s.text) <= 4) for s in flat)
     assert not any(s.correct for s in flat if not s.finished)  # no EOS within the cap: wrong
-    # the same seed gives the same samples
-    again = sample_and_verify(model, tokenizer, dataset, at_most_4_chars_reward, 4, max_new_tokens=5, seed=0)
-    assert again == groups
+    # the deprecated name is the same call (same seed, same samples)
+    with pytest.warns(FutureWarning, match="use trl_kimi.evaluation.sample_and_score"):
+        again = sample_and_verify(model, tokenizer, dataset, at_most_4_chars_reward, 4, max_new_tokens=5, seed=0)
+    assert again == groups and VerifiedSample is ScoredSample
 
 
 # ------------------------------------------------------------------------------------------------- RL preset
@@ -227,6 +234,45 @@ def test_long2short_rl_config_lowers_the_cap_and_penalises_from_step_0():
     assert penalty.scale(step=0) == 1.0  # active from the first step
     # lengths 4 and 12 among correct answers, one wrong: (0.5, -0.5, min(0, 0.5 - (8 - 4) / 8) = 0) times w = 0.5
     assert penalty.compute([4, 12, 8], [True, True, False], num_generations=3, step=0) == [0.25, -0.25, 0.0]
+
+
+def always_one_reward(completions, **kwargs):
+    # What a verifier says about a cut answer whose text already holds the right number: 1.
+    return [1.0] * len(completions)
+
+
+def test_rl_preset_gives_0_to_an_answer_over_the_cap(tmp_path, monkeypatch):
+    # issue 19: a correct answer cut at the cap kept reward 1, because reward functions never hear of truncation
+    text = "So the area is \\boxed{5}. Wait, let me double-check this by recomputing the"
+    reward = ZeroIfTruncatedReward(math_reward, eos_token_id=arithmetic.EOS_ID)
+    over_cap, finished = [5, 6, 7], [5, 6, arithmetic.EOS_ID]
+    assert math_reward([text], solution=["5"]) == [1.0]
+    assert reward(completions=[text, text], completion_ids=[over_cap, finished], solution=["5", "5"]) == [0.0, 1.0]
+    assert reward.__name__ == "math_reward"  # what LengthPenaltyReward and TRL's reward columns read
+    with pytest.raises(ValueError, match="needs completion_ids"):
+        reward(completions=[text], solution=["5"])
+
+    # end to end: the RL stage of Long2ShortTrainer, where the untrained model rarely stops within 6 tokens
+    logs = []
+
+    class RecordingTrainer(KimiMirrorDescentTrainer):
+        def train(self, *args, **kwargs):
+            output = super().train(*args, **kwargs)
+            logs.extend(self.state.log_history)
+            return output
+
+    monkeypatch.setattr(long2short_trainer, "KimiMirrorDescentTrainer", RecordingTrainer)
+    tokenizer = arithmetic.make_tokenizer()
+    trainer = Long2ShortTrainer(
+        tiny(tokenizer, 0), chain_config(tmp_path, ["rl"]), arithmetic.make_rl_dataset(4, seed=0, max_terms=3),
+        reward_funcs=always_one_reward, processing_class=tokenizer,
+    )  # fmt: skip
+    trainer.train()
+    steps = [log for log in logs if "rewards/always_one_reward/mean" in log]
+    assert len(steps) == 2
+    for log in steps:  # 1 for an answer that stopped, 0 for one the cap cut
+        assert log["rewards/always_one_reward/mean"] == pytest.approx(1.0 - log["completions/clipped_ratio"])
+    assert max(log["completions/clipped_ratio"] for log in steps) > 0.5
 
 
 # ------------------------------------------------------------------------------------------------- config
@@ -298,9 +344,16 @@ def test_chain_runs_end_to_end_offline(tmp_path):
     assert [s["method"] for s in stages] == ["merge", "rejection_sft", "dpo", "rl"]
     for before, after in zip(stages, stages[1:]):
         assert after["before"] == before["after"]  # each stage starts where the previous one ended
+    # the reported figures are the scoring rule applied to the samples, recomputed here by hand for the start model
+    # and the saved final model: correct = stopped within the 8-token cap and at most 4 characters
+    for phase, weights in (("before", model), ("after", AutoModelForCausalLM.from_pretrained(results["final_model"]))):
+        groups = sample_completions(weights, tokenizer, evaluation["prompt"], 2, max_new_tokens=8, seed=0)
+        flat = [c for group in groups for c in group]
+        report = stages[0 if phase == "before" else -1][phase]
+        assert report["accuracy"] == pytest.approx(np.mean([c.finished and len(c.text) <= 4 for c in flat]), abs=1e-4)
+        assert report["mean_tokens"] == pytest.approx(np.mean([c.num_tokens for c in flat]), abs=1e-4)
+        assert report["truncated_fraction"] == pytest.approx(np.mean([not c.finished for c in flat]), abs=1e-4)
     for stage in stages:
-        for phase in ("before", "after"):
-            assert 0.0 <= stage[phase]["accuracy"] <= 1.0 and 1.0 <= stage[phase]["mean_tokens"] <= 8.0
         assert (tmp_path / stage["method"] / "model" / "model.safetensors").exists()
         assert (tmp_path / stage["method"] / "model" / "tokenizer.json").exists()
     assert stages[0]["dataset_dir"] is None  # merging has no data
@@ -342,7 +395,7 @@ def test_trainer_refuses_bad_inputs(tmp_path):
         Long2ShortTrainer(model, chain_config(tmp_path, ["dpo"]), train.rename_column("prompt", "question"), **kwargs)
     # nothing correct at all: the rejection-sampling stage stops with the reason, instead of training on nothing
     never = Long2ShortTrainer(
-        model, chain_config(tmp_path, ["rejection_sft"]), train, reward_funcs=lambda c, **k: [0.0] * len(c),
+        model, chain_config(tmp_path, ["rejection_sft"]), train, reward_funcs=lambda completions, **k: [0.0] * len(completions),
         processing_class=tokenizer,
     )  # fmt: skip
     with pytest.raises(ValueError, match="No correct sample for any of the 4 prompts"):

@@ -6,9 +6,10 @@ Why avg@n: on small benchmarks (AIME has 30 problems) one sample per problem is 
 report samples each problem n times and averages the pass@1 of those samples. pass@k uses the unbiased estimator of
 [Chen et al., 2021](https://huggingface.co/papers/2107.03374) on the same n samples, so no extra generation is needed.
 
-Sampling goes through [`~trl_kimi.generation.sample_completions`] (HF `generate`, or vLLM with `llm=`), the loop the
-rest of the package uses, so lengths and truncation are counted as in training: tokens up to and including EOS; an
-answer cut by `max_new_tokens` scores 0.
+[`sample_and_score`] is the package's one "sample n answers and score them" loop (evaluation, rejection sampling, DPO
+pairs, pass rates, the arithmetic task, `Long2ShortTrainer.evaluate`), with one set of rules: reward functions get
+TRL's arguments, lengths count tokens up to and including EOS, an answer cut by `max_new_tokens` scores 0 without
+reaching the verifier, a `None` reward counts as wrong. [`EvalResult`] holds its samples and their summary.
 
 ```python
 >>> from trl_kimi.evaluation import avg_at_n, pass_at_k
@@ -20,18 +21,20 @@ answer cut by `max_new_tokens` scores 0.
 ```
 """
 
+import itertools
 import json
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean
 from typing import Any
 
 from datasets import Dataset
+from transformers import PreTrainedTokenizerBase
 
-from .generation import sample_completions
+from .generation import Prompt, sample_completions
 
 
 logger = logging.getLogger(__name__)
@@ -169,11 +172,39 @@ def to_eval_dataset(
     return dataset.map(convert, remove_columns=drop)
 
 
-# ---------------------------------------------------------------------------------------------------- evaluation
+# ---------------------------------------------------------------------------------------------------- sample and score
+@dataclass
+class ScoredSample:
+    """
+    One sampled answer, scored. `correct` is the decision (reward ≥ the success threshold, never for a truncated
+    answer); `reward` is what counted: the reward function's value, 0.0 for a truncated answer (the reward function
+    never saw it), `None` when the reward function said "not applicable" (it counts as wrong). `token_ids` run up to
+    and including EOS; hand-made samples (tests, the selection rules) may leave `reward` and `token_ids` out.
+
+    ```python
+    >>> ScoredSample("=8", num_tokens=3, correct=True).finished
+    True
+
+    ```
+    """
+
+    text: str
+    num_tokens: int
+    correct: bool
+    finished: bool = True
+    reward: float | None = None
+    token_ids: list[int] | None = None
+
+
 @dataclass
 class EvalResult:
-    """Summary of an evaluation. `pass_at_k` maps k to pass@k; token statistics are over all samples."""
+    """
+    The samples of [`sample_and_score`] and their summary. `samples[p][j]` is sample j of problem p; `pass_at_k` maps
+    k to pass@k; token statistics are over all samples; `num_not_applicable` counts `None` rewards (counted wrong).
+    `to_dict` is the summary (what `summary.json` and the long2short report hold), without the samples.
+    """
 
+    samples: list[list[ScoredSample]] = field(repr=False)
     accuracy: float  # avg@n: pass@1 averaged over the n samples of each problem
     pass_at_k: dict[int, float]
     mean_tokens: float
@@ -183,18 +214,97 @@ class EvalResult:
     truncated_fraction: float
     num_problems: int
     num_samples: int  # per problem (n)
+    num_not_applicable: int = 0
+
+    @classmethod
+    def from_samples(cls, samples: Sequence[Sequence[ScoredSample]], k: Sequence[int] = (1,)) -> "EvalResult":
+        """Summarise scored samples (one group per problem, each of n samples)."""
+        correct = [[float(s.correct) for s in group] for group in samples]
+        flat = [s for group in samples for s in group]
+        lengths = [s.num_tokens for s in flat]
+        return cls(
+            samples=[list(group) for group in samples],
+            accuracy=avg_at_n(correct),
+            pass_at_k={x: mean_pass_at_k(correct, x) for x in sorted(set(k))},
+            mean_tokens=fmean(lengths),
+            p50_tokens=percentile(lengths, 50),
+            p90_tokens=percentile(lengths, 90),
+            p99_tokens=percentile(lengths, 99),
+            truncated_fraction=fmean(not s.finished for s in flat),
+            num_problems=len(samples),
+            num_samples=max(len(group) for group in samples),
+            num_not_applicable=sum(s.reward is None for s in flat),
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "samples"}
         out["pass_at_k"] = {f"pass@{k}": v for k, v in self.pass_at_k.items()}
         return out
 
 
-def evaluate(
+def as_completion(prompt: Prompt, text: str) -> Prompt:
+    """A completion in its prompt's format, as TRL builds it: the text, or one assistant message for a conversation."""
+    return [{"role": "assistant", "content": text}] if isinstance(prompt, list) else text
+
+
+def _discard(*args: Any, **kwargs: Any) -> None:
+    """Stands in for TRL's `log_extra` / `log_metric` outside a trainer: there is no completions table to log to."""
+
+
+def score_finished(
+    reward_func: Callable[..., list[float | None]], finished: Sequence[bool], **reward_kwargs: Any
+) -> list[float | None]:
+    """
+    The scoring rule of the package: `reward_func(**reward_kwargs)` on the finished completions only; a truncated one
+    (no EOS within the token cap) scores 0.0 and never reaches the reward function.
+
+    Why: a truncated answer has no final answer (a math verifier could still find a `\\boxed{}` written before the
+    cut, the code verifier would run half a program), and the report gives overlong answers no reward.
+    `reward_kwargs` are TRL's reward arguments; every list as long as `finished` is per completion and is cut to the
+    finished ones (so is what the reward function passes to TRL's `log_extra`: truncated rows get `None` there).
+
+    ```python
+    >>> score_finished(lambda completions, **kw: [float(len(c)) for c in completions], [True, False],
+    ...                completions=["=18", "a3:3,b5"])
+    [3.0, 0.0]
+
+    ```
+    """
+    n = len(finished)
+    keep = [i for i, done in enumerate(finished) if done]
+    rewards: list[float | None] = [0.0] * n
+    if not keep:
+        return rewards
+    kwargs = {
+        name: [value[i] for i in keep] if isinstance(value, list) and len(value) == n else value
+        for name, value in reward_kwargs.items()
+    }
+    log_extra = reward_kwargs.get("log_extra")
+    if callable(log_extra) and len(keep) < n:
+
+        def log_extra_of_finished(column: str, values: list) -> None:
+            full: list = [None] * n
+            for i, value in zip(keep, values, strict=True):
+                full[i] = value
+            log_extra(column, full)
+
+        kwargs["log_extra"] = log_extra_of_finished
+    values = reward_func(**kwargs)
+    if len(values) != len(keep):
+        raise ValueError(
+            f"The reward function {getattr(reward_func, '__name__', reward_func)!r} returned {len(values)} rewards "
+            f"for {len(keep)} completions; it must return one per completion."
+        )
+    for i, value in zip(keep, values):
+        rewards[i] = value
+    return rewards
+
+
+def sample_and_score(
     model,
-    processing_class,
+    processing_class: PreTrainedTokenizerBase,
     dataset: Dataset,
-    reward_func: Callable,
+    reward_func: Callable[..., list[float | None]],
     num_samples: int = 4,
     k: Sequence[int] = (1,),
     *,
@@ -205,22 +315,28 @@ def evaluate(
     batch_size: int = 64,
     seed: int = 0,
     llm: Any = None,
-    output_dir: str | Path | None = None,
     progress: bool = False,
     success_threshold: float = 1.0,
 ) -> EvalResult:
     r"""
-    Sample `num_samples` answers to each `prompt` of `dataset`, score them with `reward_func`, summarise.
+    Sample `num_samples` answers to each `prompt` of `dataset`, score them with `reward_func`, summarise: the one
+    "sample and score" loop of the package, behind evaluation ([`evaluate`], `trl-kimi eval`), rejection sampling and
+    DPO pairs (`trl_kimi.long2short`), `Long2ShortTrainer.evaluate`, pass-rate estimation
+    ([`~trl_kimi.sampling.estimate_pass_rates`]) and the arithmetic task's `evaluate_accuracy`.
 
-    `reward_func` has TRL's reward signature (`f(completions, **columns) -> list[float | None]`, e.g.
-    [`~trl_kimi.verifiers.math_reward`] with the `solution` column); it sees every dataset column except `prompt`.
-    A truncated answer (no EOS within `max_new_tokens`) scores 0 without reaching the verifier; a `None` reward
-    ("not applicable") also counts as 0 and is reported in the log. A sample is correct when its reward is
-    ≥ `success_threshold`.
+    Sampling goes through [`~trl_kimi.generation.sample_completions`] (HF `generate` after
+    `torch.manual_seed(seed)`, or vLLM with `llm=`): the same arguments give the same samples. The rules:
 
-    With `output_dir`, writes `samples.jsonl` (one line per sample: `prompt_id`, `sample_id`, `prompt`,
-    `completion`, `num_tokens`, `finished`, `reward`, and the dataset's other columns), `summary.json` and
-    `accuracy_vs_tokens.png`.
+    - **Reward arguments are TRL's**: `reward_func(prompts=..., completions=..., completion_ids=..., trainer_state=None,
+      log_extra=..., log_metric=..., **columns)`, keywords only, where `completions` are in the format of the prompt
+      (a string, or `[{"role": "assistant", "content": ...}]` for a conversational prompt), `completion_ids` run up to
+      and including EOS, and `columns` are the dataset's other columns, each repeated per sample.
+    - **Truncated answers** (no EOS within `max_new_tokens`) score 0.0 without reaching the reward function
+      ([`score_finished`]), and are recorded (`finished=False`, `truncated_fraction`).
+    - **`None` rewards** ("not applicable") count as wrong, as in TRL training with one reward function (TRL turns
+      `None` into NaN and sums rewards with `nansum`, so the sample trains with reward 0); they are kept as `None` in
+      the samples, counted in `num_not_applicable` and logged.
+    - A sample is **correct** when it finished and its reward is ≥ `success_threshold`.
 
     Example:
     ```python
@@ -228,17 +344,16 @@ def evaluate(
     >>> tokenizer = arithmetic.make_tokenizer()
     >>> model = arithmetic.make_model(tokenizer, hidden_size=32, num_layers=1, num_heads=2)
     >>> dataset = arithmetic.make_rl_dataset(3, seed=0)
-    >>> result = evaluate(model, tokenizer, dataset, arithmetic.addition_reward, num_samples=2, k=[1, 2],
-    ...                   max_new_tokens=8)
-    >>> sorted(result.pass_at_k), result.num_problems, result.num_samples
-    ([1, 2], 3, 2)
+    >>> result = sample_and_score(model, tokenizer, dataset, arithmetic.addition_reward, num_samples=2, k=[1, 2],
+    ...                           max_new_tokens=8)
+    >>> sorted(result.pass_at_k), result.num_problems, result.num_samples, len(result.samples[0])
+    ([1, 2], 3, 2, 2)
 
     ```
     """
     if num_samples < 1:
         raise ValueError(f"num_samples (n) must be >= 1, got {num_samples}; pass e.g. --num_samples 4.")
-    ks = sorted(set(k))
-    too_large = [x for x in ks if not 1 <= x <= num_samples]
+    too_large = sorted(x for x in set(k) if not 1 <= x <= num_samples)
     if too_large:
         raise ValueError(
             f"pass@k needs 1 <= k <= num_samples={num_samples}, got k={too_large}; raise --num_samples to at least "
@@ -246,14 +361,14 @@ def evaluate(
         )
     if "prompt" not in dataset.column_names:
         raise ValueError(
-            f"The evaluation dataset needs a 'prompt' column (columns: {dataset.column_names}); convert a benchmark "
-            "with trl_kimi.evaluation.to_eval_dataset."
+            f"The dataset needs a 'prompt' column (columns: {dataset.column_names}); convert a benchmark with "
+            "trl_kimi.evaluation.to_eval_dataset."
         )
     if len(dataset) == 0:
-        raise ValueError("The evaluation dataset is empty.")
+        raise ValueError("The dataset is empty: no prompts to sample.")
 
     prompts = dataset["prompt"]
-    samples = sample_completions(
+    groups = sample_completions(
         model,
         processing_class,
         prompts,
@@ -267,57 +382,103 @@ def evaluate(
         llm=llm,
         progress=progress,
     )
-    columns = {name: dataset[name] for name in dataset.column_names if name != "prompt"}
-    # Score finished answers only: a truncated one has no final answer (and the code verifier would run half a program).
-    flat = [(p, j, c) for p, group in enumerate(samples) for j, c in enumerate(group)]
-    scored = [(p, j, c) for p, j, c in flat if c.finished]
-    rewards_by_id: dict[tuple[int, int], float | None] = {}
-    if scored:
-        values = reward_func(
-            [c.text for _, _, c in scored], **{name: [col[p] for p, _, _ in scored] for name, col in columns.items()}
-        )
-        if len(values) != len(scored):
-            raise ValueError(f"The reward function returned {len(values)} rewards for {len(scored)} completions.")
-        rewards_by_id = {(p, j): v for (p, j, _), v in zip(scored, values)}
-    unscored = sum(v is None for v in rewards_by_id.values())
-    if unscored:
-        logger.warning(
-            "%d of %d answers got a None reward (not applicable); they count as wrong.", unscored, len(flat)
-        )
-    rewards = [[float(rewards_by_id.get((p, j)) or 0.0) for j in range(len(group))] for p, group in enumerate(samples)]
-    correct = [[float(r >= success_threshold) for r in group] for group in rewards]
-    lengths = [c.num_tokens for _, _, c in flat]
-
-    result = EvalResult(
-        accuracy=avg_at_n(correct),
-        pass_at_k={x: mean_pass_at_k(correct, x) for x in ks},
-        mean_tokens=fmean(lengths),
-        p50_tokens=percentile(lengths, 50),
-        p90_tokens=percentile(lengths, 90),
-        p99_tokens=percentile(lengths, 99),
-        truncated_fraction=fmean(not c.finished for _, _, c in flat),
-        num_problems=len(samples),
-        num_samples=num_samples,
+    owner = [p for p, group in enumerate(groups) for _ in group]  # problem index of each flat sample
+    flat = [c for group in groups for c in group]
+    # TRL hands the reward functions every column but these three (`_calculate_rewards`).
+    columns = {
+        name: [values[p] for p in owner]
+        for name, values in ((c, dataset[c]) for c in dataset.column_names)
+        if name not in ("prompt", "completion", "completion_ids")
+    }
+    rewards = score_finished(
+        reward_func,
+        [c.finished for c in flat],
+        prompts=[prompts[p] for p in owner],
+        completions=[as_completion(prompts[p], c.text) for p, c in zip(owner, flat)],
+        completion_ids=[c.token_ids for c in flat],
+        trainer_state=None,
+        log_extra=_discard,
+        log_metric=_discard,
+        **columns,
     )
+    scored = [
+        ScoredSample(
+            c.text,
+            c.num_tokens,
+            c.finished and r is not None and r >= success_threshold,
+            c.finished,
+            None if r is None else float(r),
+            c.token_ids,
+        )
+        for c, r in zip(flat, rewards)
+    ]
+    num_none = sum(r is None for r in rewards)
+    if num_none:
+        logger.warning(
+            "The reward function returned None (not applicable) for %d of %d samples; they count as wrong.",
+            num_none,
+            len(flat),
+        )
+    starts = [0, *itertools.accumulate(len(group) for group in groups)]
+    return EvalResult.from_samples([scored[a:b] for a, b in zip(starts, starts[1:])], k)
+
+
+def evaluate(
+    model,
+    processing_class: PreTrainedTokenizerBase,
+    dataset: Dataset,
+    reward_func: Callable[..., list[float | None]],
+    num_samples: int = 4,
+    k: Sequence[int] = (1,),
+    *,
+    output_dir: str | Path | None = None,
+    **sampling: Any,
+) -> EvalResult:
+    r"""
+    [`sample_and_score`] (the same arguments and rules: `max_new_tokens`, `temperature`, `top_p`, `top_k`,
+    `batch_size`, `seed`, `llm`, `progress`, `success_threshold`), plus the files of `trl-kimi eval`.
+
+    With `output_dir`, writes `samples.jsonl` (one line per sample: `prompt_id`, `sample_id`, `prompt`,
+    `completion`, `num_tokens`, `finished`, `reward` (a `None` reward written as the 0.0 it counts for), and the
+    dataset's other columns), `summary.json` and `accuracy_vs_tokens.png`.
+
+    Example:
+    ```python
+    >>> import os, tempfile
+    >>> from trl_kimi.tasks import arithmetic
+    >>> tok = arithmetic.make_tokenizer()
+    >>> out = tempfile.mkdtemp()
+    >>> result = evaluate(arithmetic.make_model(tok, hidden_size=32, num_layers=1, num_heads=2), tok,
+    ...                   arithmetic.make_rl_dataset(3, seed=0), arithmetic.addition_reward, max_new_tokens=8,
+    ...                   output_dir=out)
+    >>> sorted(os.listdir(out)), result.num_samples
+    (['accuracy_vs_tokens.png', 'samples.jsonl', 'summary.json'], 4)
+
+    ```
+    """
+    result = sample_and_score(model, processing_class, dataset, reward_func, num_samples, k, **sampling)
     if output_dir is not None:
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
+        prompts = dataset["prompt"]
+        columns = {name: dataset[name] for name in dataset.column_names if name != "prompt"}
+        flat = [(p, j, s) for p, group in enumerate(result.samples) for j, s in enumerate(group)]
         with open(out / "samples.jsonl", "w") as f:
-            for p, j, c in flat:
+            for p, j, s in flat:
                 row = {
                     "prompt_id": p,
                     "sample_id": j,
                     "prompt": prompts[p],
-                    "completion": c.text,
-                    "num_tokens": c.num_tokens,
-                    "finished": c.finished,
-                    "reward": rewards[p][j],
+                    "completion": s.text,
+                    "num_tokens": s.num_tokens,
+                    "finished": s.finished,
+                    "reward": s.reward or 0.0,
                     **{name: col[p] for name, col in columns.items()},
                 }
                 f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         (out / "summary.json").write_text(json.dumps(result.to_dict(), indent=2))
         plot_accuracy_vs_tokens(
-            [c.num_tokens for _, _, c in flat], [correct[p][j] for p, j, _ in flat], out / "accuracy_vs_tokens.png"
+            [s.num_tokens for _, _, s in flat], [float(s.correct) for _, _, s in flat], out / "accuracy_vs_tokens.png"
         )
     return result
 

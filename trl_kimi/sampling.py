@@ -40,12 +40,15 @@ Example:
 """
 
 from collections.abc import Callable, Sequence
+from statistics import fmean
 from typing import Any
 
 import numpy as np
 import torch
 from datasets import Dataset
 from torch.utils.data import Sampler
+
+from .evaluation import sample_and_score
 
 
 __all__ = [
@@ -511,7 +514,6 @@ def _check_curriculum_steps(schedule: str, boundaries: Sequence[int] | None) -> 
 
 
 # ---------------------------------------------------------------------------------------------------- pass rates
-@torch.no_grad()
 def estimate_pass_rates(
     model,
     tokenizer,
@@ -528,12 +530,13 @@ def estimate_pass_rates(
     r"""
     Difficulty without labels (Kimi k1.5 §2.3.4): the current model's pass rate on each problem, as a new column.
 
-    Each prompt is sampled `num_samples` times with HF `generate` at `temperature` (the report: 10 samples, high
-    temperature); a sample passes when `reward_func` (TRL's signature, given the dataset's other columns and
-    `completion_ids`) gives at least `success_threshold`. Returns `dataset` with `column` = the fraction that passed
-    (NaN when the reward function returned `None` for every sample). For a curriculum, higher must mean harder:
-    ``dataset.map(lambda row: {"difficulty": 1.0 - row["pass_rate"]})``. Prompts must be strings (apply a chat
-    template first). The global torch RNG is left as it was.
+    Each prompt is sampled `num_samples` times at `temperature` (the report: 10 samples, high temperature) and scored
+    by [`~trl_kimi.evaluation.sample_and_score`], with its rules: `reward_func` gets TRL's arguments (the dataset's
+    other columns, `completion_ids`, ...), a truncated sample fails without reaching it, a `None` reward fails. A
+    sample passes when its reward is at least `success_threshold`. Returns a copy of `dataset` with `column` = the
+    fraction that passed. For a curriculum, higher must mean harder:
+    ``dataset.map(lambda row: {"difficulty": 1.0 - row["pass_rate"]})``. Prompts may be strings or conversations.
+    The global torch RNG is left as it was.
 
     Example:
     ```python
@@ -553,35 +556,20 @@ def estimate_pass_rates(
         raise ValueError(f"temperature must be > 0 (pass rates need sampling), got {temperature}; e.g. 1.0.")
     if column in dataset.column_names:
         raise ValueError(f"The dataset already has a column {column!r}; pass another column= or remove it first.")
-    if any(not isinstance(p, str) for p in dataset["prompt"][:1]):
-        raise ValueError("estimate_pass_rates needs string prompts; apply the chat template to the prompts first.")
     device = next(model.parameters()).device
-    prompts = [p for p in dataset["prompt"] for _ in range(num_samples)]
-    columns = {k: [v for v in dataset[k] for _ in range(num_samples)] for k in dataset.column_names if k != "prompt"}
-    was_training = model.training
-    model.eval()
-    passed: list[float] = []
+    # Sampling seeds torch's global RNG; a pass-rate estimate before training must not change the training's draws.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for start in range(0, len(prompts), batch_size):
-            batch = tokenizer(
-                prompts[start : start + batch_size], return_tensors="pt", padding=True, padding_side="left"
-            ).to(device)
-            out = model.generate(
-                **batch, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_k=0, top_p=1.0
-            )
-            completion_ids = []
-            for ids in out[:, batch["input_ids"].shape[1] :].tolist():
-                if tokenizer.eos_token_id in ids:  # keep the end-of-sequence token, drop the padding after it
-                    ids = ids[: ids.index(tokenizer.eos_token_id) + 1]
-                completion_ids.append(ids)
-            texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
-            batch_columns = {k: v[start : start + batch_size] for k, v in columns.items()}
-            rewards = reward_func(completions=texts, completion_ids=completion_ids, **batch_columns)
-            passed += [np.nan if r is None else float(r >= success_threshold) for r in rewards]
-    model.train(was_training)
-    per_prompt = np.asarray(passed, dtype=np.float64).reshape(len(dataset), num_samples)
-    valid = ~np.isnan(per_prompt)
-    counts = valid.sum(axis=1)
-    rates = np.where(counts > 0, np.nansum(per_prompt, axis=1) / np.maximum(counts, 1), np.nan)
-    return dataset.add_column(column, rates.tolist())
+        result = sample_and_score(
+            model,
+            tokenizer,
+            dataset,
+            reward_func,
+            num_samples,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=0,
+            batch_size=batch_size,
+            seed=seed,
+            success_threshold=success_threshold,
+        )
+    return dataset.add_column(column, [fmean(s.correct for s in group) for group in result.samples])

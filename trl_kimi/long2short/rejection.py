@@ -1,14 +1,15 @@
 r"""
 Shortest rejection sampling and DPO pairs (Kimi k1.5 §2.4, long2short methods 2 and 3).
 
-Both start from the same material: n samples per prompt, each verified and measured in tokens
-([`sample_and_verify`]). The selection rules are pure functions of those samples ([`select_shortest_correct`],
-[`dpo_pairs_for_prompt`]), so they are tested on hand-made samples; [`shortest_rejection_sampling`] and
-[`build_dpo_pairs`] turn them into `datasets.Dataset`s in TRL's formats.
+Both start from the same material: n samples per prompt, each scored and measured in tokens
+([`~trl_kimi.evaluation.sample_and_score`], the package's one sampling-and-scoring loop). The selection rules are pure
+functions of those samples ([`select_shortest_correct`], [`dpo_pairs_for_prompt`]), so they are tested on hand-made
+samples; [`shortest_rejection_sampling`] and [`build_dpo_pairs`] turn them into `datasets.Dataset`s in TRL's formats.
 
 ```python
->>> from trl_kimi.long2short import VerifiedSample, select_shortest_correct, dpo_pairs_for_prompt
->>> group = [VerifiedSample("a3:3,b5:8=8", 12, True), VerifiedSample("=8", 3, True), VerifiedSample("=9", 3, False)]
+>>> from trl_kimi.evaluation import ScoredSample
+>>> from trl_kimi.long2short import select_shortest_correct, dpo_pairs_for_prompt
+>>> group = [ScoredSample("a3:3,b5:8=8", 12, True), ScoredSample("=8", 3, True), ScoredSample("=9", 3, False)]
 >>> select_shortest_correct(group).text
 '=8'
 >>> dpo_pairs_for_prompt(group, ratio=1.5)  # (chosen, rejected): the correct one 4x as long, and the wrong one
@@ -17,15 +18,15 @@ Both start from the same material: n samples per prompt, each verified and measu
 ```
 """
 
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from ..generation import sample_completions
+from ..evaluation import ScoredSample, as_completion, sample_and_score
 
 
 logger = logging.get_logger(__name__)
@@ -33,24 +34,8 @@ logger = logging.get_logger(__name__)
 DEFAULT_LENGTH_RATIO = 1.5  # the report's: a correct answer at least 1.5x as long as the shortest one is rejected
 
 
-@dataclass
-class VerifiedSample:
-    """One sampled answer with its length in tokens (EOS included) and its verdict. A truncated answer (no EOS within
-    the token cap) is never correct."""
-
-    text: str
-    num_tokens: int
-    correct: bool
-    finished: bool = True
-
-
-def _is_conversational(prompt: Any) -> bool:
-    return isinstance(prompt, list)
-
-
-def _as_completion(prompt: Any, text: str) -> str | list[dict[str, str]]:
-    """A completion in the prompt's format: a string, or one assistant message for a conversational prompt."""
-    return [{"role": "assistant", "content": text}] if _is_conversational(prompt) else text
+# The samples these rules read are the package's one scored-sample type; the old name stays an alias of it.
+VerifiedSample = ScoredSample
 
 
 def sample_and_verify(
@@ -61,65 +46,32 @@ def sample_and_verify(
     num_samples: int = 8,
     *,
     threshold: float = 1.0,
-    max_new_tokens: int = 1024,
-    temperature: float = 1.0,
-    batch_size: int = 64,
-    seed: int = 0,
-    llm: Any = None,
-) -> list[list[VerifiedSample]]:
+    **sampling: Any,
+) -> list[list[ScoredSample]]:
     """
-    `num_samples` answers to each prompt of `dataset` (its `prompt` column) with [`~trl_kimi.generation.sample_completions`]
-    (HF `generate`, or vLLM when `llm` is given), verified by `reward_func`: `result[i][j]` is sample j of prompt i.
-
-    `reward_func` has TRL's signature: it gets `completions` (strings, or assistant messages for conversational
-    prompts), `prompts`, `completion_ids` and every other dataset column (e.g. `solution`, `answer`), each repeated
-    per sample. A sample is correct when its reward is >= `threshold` and it finished (a truncated answer is scored
-    on an empty text, so it is wrong). A `None` reward counts as wrong and is logged.
+    Deprecated: use [`~trl_kimi.evaluation.sample_and_score`]`(..., success_threshold=threshold).samples`, which this
+    calls (same sampling arguments, same rules: truncated answers score 0 without reaching `reward_func`, a `None`
+    reward is wrong). `result[i][j]` is sample j of prompt i.
     """
-    if len(dataset) == 0:
-        raise ValueError("The dataset is empty: no prompts to sample.")
-    if "prompt" not in dataset.column_names:
-        raise ValueError(f"The dataset needs a 'prompt' column; it has {dataset.column_names}.")
-    prompts = dataset["prompt"]
-    groups = sample_completions(
-        model,
-        processing_class,
-        prompts,
-        num_samples,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        batch_size=batch_size,
-        seed=seed,
-        llm=llm,
+    warnings.warn(
+        "sample_and_verify is deprecated; use trl_kimi.evaluation.sample_and_score(..., success_threshold=threshold)"
+        ".samples instead.",
+        FutureWarning,
+        stacklevel=2,
     )
-    flat = [c for group in groups for c in group]
-    repeated_prompts = [p for p, group in zip(prompts, groups) for _ in group]
-    columns = {
-        k: [v for v, group in zip(dataset[k], groups) for _ in group] for k in dataset.column_names if k != "prompt"
-    }
-    # A truncated completion has no final answer: it is scored as an empty text.
-    completions = [_as_completion(p, c.text if c.finished else "") for p, c in zip(repeated_prompts, flat)]
-    rewards = reward_func(completions, prompts=repeated_prompts, completion_ids=[c.token_ids for c in flat], **columns)
-    if len(rewards) != len(flat):
-        raise ValueError(f"The reward function returned {len(rewards)} rewards for {len(flat)} completions.")
-    num_none = sum(r is None for r in rewards)
-    if num_none:
-        logger.warning(f"The reward function returned None for {num_none} of {len(flat)} samples: counted as wrong.")
-    verified = [
-        VerifiedSample(c.text, c.num_tokens, r is not None and c.finished and r >= threshold, c.finished)
-        for c, r in zip(flat, rewards)
-    ]
-    return [verified[i * num_samples : (i + 1) * num_samples] for i in range(len(groups))]
+    return sample_and_score(
+        model, processing_class, dataset, reward_func, num_samples, success_threshold=threshold, **sampling
+    ).samples
 
 
 # ------------------------------------------------------------------------------------------------- the rules (pure)
-def select_shortest_correct(group: Sequence[VerifiedSample]) -> VerifiedSample | None:
+def select_shortest_correct(group: Sequence[ScoredSample]) -> ScoredSample | None:
     """
     The shortest correct sample of a group (fewest tokens; on a tie, the first sampled), or `None` when no sample is
     correct.
 
     ```python
-    >>> select_shortest_correct([VerifiedSample("=7", 3, False), VerifiedSample("a3:3=3", 7, True)]).text
+    >>> select_shortest_correct([ScoredSample("=7", 3, False), ScoredSample("a3:3=3", 7, True)]).text
     'a3:3=3'
 
     ```
@@ -129,7 +81,7 @@ def select_shortest_correct(group: Sequence[VerifiedSample]) -> VerifiedSample |
 
 
 def dpo_pairs_for_prompt(
-    group: Sequence[VerifiedSample], ratio: float = DEFAULT_LENGTH_RATIO, max_pairs: int | None = None
+    group: Sequence[ScoredSample], ratio: float = DEFAULT_LENGTH_RATIO, max_pairs: int | None = None
 ) -> list[tuple[str, str]]:
     r"""
     The (chosen, rejected) texts of one prompt: chosen = the shortest correct sample; rejected = each distinct wrong
@@ -139,7 +91,7 @@ def dpo_pairs_for_prompt(
     the pair). No correct sample: no pair. At most `max_pairs` pairs (`None`: all).
 
     ```python
-    >>> group = [VerifiedSample("aa", 2, True), VerifiedSample("bbb", 3, True), VerifiedSample("cc", 2, False)]
+    >>> group = [ScoredSample("aa", 2, True), ScoredSample("bbb", 3, True), ScoredSample("cc", 2, False)]
     >>> dpo_pairs_for_prompt(group, ratio=1.5)  # "bbb" is exactly 1.5x as long as "aa": rejected
     [('aa', 'bbb'), ('aa', 'cc')]
 
@@ -165,43 +117,56 @@ def dpo_pairs_for_prompt(
 
 
 # ------------------------------------------------------------------------------------------------- datasets
-def _check_samples(dataset: Dataset, samples: Sequence[Sequence[VerifiedSample]] | None, sampling: dict) -> list:
+def _check_samples(
+    dataset: Dataset,
+    samples: Sequence[Sequence[ScoredSample]] | None,
+    model,
+    processing_class: PreTrainedTokenizerBase | None,
+    reward_func: Callable[..., list[float | None]] | None,
+    num_samples: int,
+    threshold: float,
+    sampling: dict[str, Any],
+) -> list[list[ScoredSample]]:
     if samples is None:
-        missing = [k for k in ("model", "processing_class", "reward_func") if sampling.get(k) is None]
+        needed = {"model": model, "processing_class": processing_class, "reward_func": reward_func}
+        missing = [name for name, value in needed.items() if value is None]
         if sampling.get("llm") is not None and "model" in missing:
             missing.remove("model")
         if missing:
-            raise ValueError(f"Pass either `samples` (from sample_and_verify) or {missing} to sample them.")
-        return sample_and_verify(dataset=dataset, **sampling)
+            raise ValueError(
+                f"Pass either `samples` (from trl_kimi.evaluation.sample_and_score(...).samples) or {missing} to "
+                "sample them."
+            )
+        return sample_and_score(
+            model, processing_class, dataset, reward_func, num_samples, success_threshold=threshold, **sampling
+        ).samples
     if len(samples) != len(dataset):
         raise ValueError(
             f"Got {len(samples)} groups of samples for {len(dataset)} prompts; pass one group per prompt."
         )
-    return list(samples)
+    return [list(group) for group in samples]
 
 
 def shortest_rejection_sampling(
     dataset: Dataset,
-    samples: Sequence[Sequence[VerifiedSample]] | None = None,
+    samples: Sequence[Sequence[ScoredSample]] | None = None,
     *,
     model=None,
     processing_class: PreTrainedTokenizerBase | None = None,
     reward_func: Callable[..., list[float | None]] | None = None,
     num_samples: int = 8,
     threshold: float = 1.0,
-    max_new_tokens: int = 1024,
-    temperature: float = 1.0,
-    batch_size: int = 64,
-    seed: int = 0,
-    llm: Any = None,
+    **sampling: Any,
 ) -> Dataset:
     r"""
     Shortest rejection sampling: for each prompt, the shortest correct of n samples, as an SFT dataset.
 
     The report samples each question n = 8 times and fine-tunes on the shortest correct answer: the model keeps the
     answers it can already get right and learns to prefer the cheapest of them. Give the `samples` of
-    [`sample_and_verify`] (to reuse them for [`build_dpo_pairs`]) or the `model`, `processing_class` and
-    `reward_func` to draw them (`llm`: a `vllm.LLM` for fast sampling).
+    [`~trl_kimi.evaluation.sample_and_score`] (its `.samples`, to reuse them for [`build_dpo_pairs`]) or the `model`,
+    `processing_class` and `reward_func` to draw `num_samples` per prompt with it; a sample is correct when its reward
+    is ≥ `threshold`, other keyword arguments (`max_new_tokens`, `temperature`, `batch_size`, `seed`, `llm`: a
+    `vllm.LLM` for fast sampling, ...) go to `sample_and_score`.
 
     Prompts with no correct sample are skipped; their number is logged (the trainer also reports it).
 
@@ -216,35 +181,20 @@ def shortest_rejection_sampling(
     ```python
     >>> from datasets import Dataset
     >>> dataset = Dataset.from_dict({"prompt": ["a1b2=", "a9b9="]})
-    >>> samples = [[VerifiedSample("a1:1,b2:3=3", 12, True), VerifiedSample("=3", 3, True)],
-    ...            [VerifiedSample("=17", 4, False), VerifiedSample("=19", 4, False)]]
+    >>> samples = [[ScoredSample("a1:1,b2:3=3", 12, True), ScoredSample("=3", 3, True)],
+    ...            [ScoredSample("=17", 4, False), ScoredSample("=19", 4, False)]]
     >>> shortest_rejection_sampling(dataset, samples).to_dict()  # the 2nd prompt has no correct answer: skipped
     {'prompt': ['a1b2='], 'completion': ['=3']}
 
     ```
     """
-    samples = _check_samples(
-        dataset,
-        samples,
-        dict(
-            model=model,
-            processing_class=processing_class,
-            reward_func=reward_func,
-            num_samples=num_samples,
-            threshold=threshold,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            batch_size=batch_size,
-            seed=seed,
-            llm=llm,
-        ),
-    )
+    samples = _check_samples(dataset, samples, model, processing_class, reward_func, num_samples, threshold, sampling)
     rows = {"prompt": [], "completion": []}
     for prompt, group in zip(dataset["prompt"], samples):
         best = select_shortest_correct(group)
         if best is not None:
             rows["prompt"].append(prompt)
-            rows["completion"].append(_as_completion(prompt, best.text))
+            rows["completion"].append(as_completion(prompt, best.text))
     skipped = len(dataset) - len(rows["prompt"])
     if not rows["prompt"]:
         raise ValueError(
@@ -260,7 +210,7 @@ def shortest_rejection_sampling(
 
 def build_dpo_pairs(
     dataset: Dataset,
-    samples: Sequence[Sequence[VerifiedSample]] | None = None,
+    samples: Sequence[Sequence[ScoredSample]] | None = None,
     *,
     ratio: float = DEFAULT_LENGTH_RATIO,
     max_pairs_per_prompt: int | None = None,
@@ -269,19 +219,15 @@ def build_dpo_pairs(
     reward_func: Callable[..., list[float | None]] | None = None,
     num_samples: int = 8,
     threshold: float = 1.0,
-    max_new_tokens: int = 1024,
-    temperature: float = 1.0,
-    batch_size: int = 64,
-    seed: int = 0,
-    llm: Any = None,
+    **sampling: Any,
 ) -> Dataset:
     r"""
     Preference pairs for long2short DPO: chosen = the shortest correct sample of a prompt; rejected = each wrong
     sample and each correct one at least `ratio` times as long (inclusive), see [`dpo_pairs_for_prompt`].
 
     Why: DPO then learns both "right over wrong" and "short over long among right answers", the second being what
-    shortens answers without losing accuracy. Give the `samples` of [`sample_and_verify`] or the model, tokenizer and
-    `reward_func` to draw them. Prompts without a correct sample, or whose samples give no pair (all correct and
+    shortens answers without losing accuracy. Give the `samples` of [`~trl_kimi.evaluation.sample_and_score`] or the
+    model, tokenizer and `reward_func` to draw them (as in [`shortest_rejection_sampling`]). Prompts without a correct sample, or whose samples give no pair (all correct and
     shorter than `ratio` × the shortest), are skipped and their numbers logged.
 
     Args:
@@ -299,28 +245,13 @@ def build_dpo_pairs(
     Example:
     ```python
     >>> from datasets import Dataset
-    >>> samples = [[VerifiedSample("=3", 3, True), VerifiedSample("=4", 3, False), VerifiedSample("a1:1,b2:3=3", 12, True)]]
+    >>> samples = [[ScoredSample("=3", 3, True), ScoredSample("=4", 3, False), ScoredSample("a1:1,b2:3=3", 12, True)]]
     >>> build_dpo_pairs(Dataset.from_dict({"prompt": ["a1b2="]}), samples).to_dict()
     {'prompt': ['a1b2=', 'a1b2='], 'chosen': ['=3', '=3'], 'rejected': ['=4', 'a1:1,b2:3=3']}
 
     ```
     """
-    samples = _check_samples(
-        dataset,
-        samples,
-        dict(
-            model=model,
-            processing_class=processing_class,
-            reward_func=reward_func,
-            num_samples=num_samples,
-            threshold=threshold,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            batch_size=batch_size,
-            seed=seed,
-            llm=llm,
-        ),
-    )
+    samples = _check_samples(dataset, samples, model, processing_class, reward_func, num_samples, threshold, sampling)
     rows = {"prompt": [], "chosen": [], "rejected": []}
     no_correct = no_pair = 0
     for prompt, group in zip(dataset["prompt"], samples):
@@ -332,8 +263,8 @@ def build_dpo_pairs(
                 no_pair += 1
         for chosen, rejected in pairs:
             rows["prompt"].append(prompt)
-            rows["chosen"].append(_as_completion(prompt, chosen))
-            rows["rejected"].append(_as_completion(prompt, rejected))
+            rows["chosen"].append(as_completion(prompt, chosen))
+            rows["rejected"].append(as_completion(prompt, rejected))
     if not rows["prompt"]:
         raise ValueError(
             f"No DPO pair from {len(dataset)} prompts ({no_correct} without a correct sample, {no_pair} with only "

@@ -2,8 +2,10 @@
 
 import copy
 import warnings
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..evaluation import score_finished
 from ..rewards import LengthPenaltyReward
 from ..trainer import KimiConfig
 
@@ -15,9 +17,10 @@ def long2short_rl_config(
     The [`KimiConfig`] of a long2short RL phase: `base` with a lower `max_completion_length`.
 
     The report continues RL from the best long-CoT checkpoint with the length penalty on from the first step and a
-    much lower token cap: answers that do not fit score 0 (TRL marks them truncated and the verifiers fail them), and
-    among those that fit the penalty pushes towards the shortest correct one. The length penalty is a reward
-    function, not a config field: pair this config with [`long2short_length_penalty`] in `reward_funcs`.
+    much lower token cap: answers that do not fit score 0, and among those that fit the penalty pushes towards the
+    shortest correct one. Both are reward functions, not config fields: pair this config with the reward functions
+    wrapped in [`ZeroIfTruncatedReward`] (a verifier alone reads a `\boxed{}` written before the cut and scores it
+    1) and with [`long2short_length_penalty`]. [`~trl_kimi.Long2ShortTrainer`] does both.
 
     Args:
         base (`KimiConfig` or `dict`):
@@ -36,7 +39,8 @@ def long2short_rl_config(
     >>> penalty = long2short_length_penalty("math_reward")
     >>> penalty.scale(step=0), penalty.weight
     (1.0, 0.5)
-    >>> # KimiMirrorDescentTrainer(model, reward_funcs=[math_reward, penalty], args=config, train_dataset=...)
+    >>> # reward_funcs = [ZeroIfTruncatedReward(math_reward, tokenizer.eos_token_id), penalty]
+    >>> # KimiMirrorDescentTrainer(model, reward_funcs=reward_funcs, args=config, train_dataset=...)
 
     ```
     """
@@ -83,3 +87,58 @@ def long2short_length_penalty(
     return LengthPenaltyReward(
         correctness_reward=correctness_reward, weight=weight, threshold=threshold, warmup_steps=0
     )
+
+
+class ZeroIfTruncatedReward:
+    r"""
+    A TRL reward function that gives 0 to a truncated completion (its `completion_ids` do not end with an EOS token:
+    the token cap cut it) and `reward_func`'s reward to the others; `reward_func` never sees the truncated ones.
+
+    Long2short RL lowers the token cap so that long answers stop fitting, and the report gives an answer that does not
+    fit no reward. Reward functions are not told about truncation, and a verifier reads a cut answer as text: a
+    `\boxed{5}` written before the cap still scores 1. TRL's `mask_truncated_completions=True` is no substitute: it
+    drops truncated completions from the loss but keeps their reward in the group mean, so nothing pushes the model
+    below the cap. This wrapper applies the rule of [`~trl_kimi.evaluation.score_finished`], the one evaluation uses,
+    so an answer cut at the cap scores 0 in training as in `trl-kimi eval`. It takes the wrapped function's
+    `__name__`, so a [`~trl_kimi.LengthPenaltyReward`] (which reads correctness by name) and the logged reward
+    columns see no difference.
+
+    Args:
+        reward_func (`Callable`):
+            A TRL reward function (`f(completions, **kwargs) -> list[float | None]`).
+        eos_token_id (`int` or `Sequence[int]`):
+            The token id(s) that end a completion (the model's generation config and the tokenizer's EOS).
+
+    Example:
+    ```python
+    >>> from trl_kimi.verifiers import math_reward
+    >>> reward = ZeroIfTruncatedReward(math_reward, eos_token_id=2)
+    >>> text = "So the area is \\boxed{5}."
+    >>> reward(completions=[text, text], completion_ids=[[7, 8, 2], [7, 8, 9]], solution=["5", "5"])  # 2nd: no EOS
+    [1.0, 0.0]
+    >>> reward.__name__
+    'math_reward'
+
+    ```
+    """
+
+    def __init__(self, reward_func: Callable[..., list[float | None]], eos_token_id: int | Sequence[int]):
+        # A class rather than a closure: TRL may pickle reward functions (e.g. to send them to worker processes).
+        self.reward_func = reward_func
+        self.eos_token_ids = frozenset([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id)
+        if not self.eos_token_ids:
+            raise ValueError("eos_token_id is empty; pass the tokenizer's eos_token_id.")
+        self.__name__ = getattr(reward_func, "__name__", type(reward_func).__name__)
+
+    def __call__(
+        self, completions: list, completion_ids: list[list[int]] | None = None, **kwargs: Any
+    ) -> list[float | None]:
+        if completion_ids is None:
+            raise ValueError(
+                f"{type(self).__name__}({self.__name__}) needs completion_ids to see which completions were truncated; "
+                "TRL's trainers pass them, pass completion_ids= when calling it yourself."
+            )
+        finished = [len(ids) > 0 and ids[-1] in self.eos_token_ids for ids in completion_ids]
+        return score_finished(
+            self.reward_func, finished, completions=completions, completion_ids=completion_ids, **kwargs
+        )

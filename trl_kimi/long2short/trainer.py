@@ -12,7 +12,6 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from statistics import fmean
 from typing import Any
 
 from datasets import Dataset
@@ -20,11 +19,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from transformers.utils import logging
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
+from ..evaluation import EvalResult, sample_and_score
+from ..generation import _eos_ids
 from ..trainer import KimiMirrorDescentTrainer
 from .config import Long2ShortConfig
 from .merging import detached_copy, merge_models
-from .rejection import build_dpo_pairs, sample_and_verify, select_shortest_correct, shortest_rejection_sampling
-from .rl import long2short_length_penalty, long2short_rl_config
+from .rejection import build_dpo_pairs, select_shortest_correct, shortest_rejection_sampling
+from .rl import ZeroIfTruncatedReward, long2short_length_penalty, long2short_rl_config
 
 
 logger = logging.get_logger(__name__)
@@ -45,7 +46,11 @@ class Long2ShortTrainer:
     - `"dpo"`: fresh samples from the current model; TRL's `DPOTrainer` on (shortest correct, wrong or
       ≥ `args.dpo_length_ratio`× longer) pairs, the reference being the model at the start of the stage.
     - `"rl"`: [`~trl_kimi.KimiMirrorDescentTrainer`] with `reward_funcs` plus a length penalty active from step 0
-      ([`long2short_length_penalty`]) and the lowered `args.rl_max_completion_length`.
+      ([`long2short_length_penalty`]) and the lowered `args.rl_max_completion_length`; each reward function is
+      wrapped in [`ZeroIfTruncatedReward`], so an answer the cap cuts gets no reward.
+
+    Sampling and scoring (the data stages and the evaluation) go through [`~trl_kimi.evaluation.sample_and_score`],
+    with its rules (truncated answers score 0, a `None` reward is wrong).
 
     Args:
         model (`str` or `PreTrainedModel`):
@@ -134,34 +139,34 @@ class Long2ShortTrainer:
         return self.reward_funcs[0]
 
     # ------------------------------------------------------------------ sampling and evaluation
-    def _sample(self, dataset: Dataset, num_samples: int, temperature: float, max_new_tokens: int):
-        return sample_and_verify(
+    def _sample(self, dataset: Dataset, num_samples: int, temperature: float, max_new_tokens: int) -> EvalResult:
+        return sample_and_score(
             self.model,
             self.processing_class,
             dataset,
             self.correctness_reward,
             num_samples,
-            threshold=self.args.correctness_threshold,
+            success_threshold=self.args.correctness_threshold,
             max_new_tokens=max_new_tokens,
             temperature=temperature,
             batch_size=self.args.sampling_batch_size,
             seed=self.args.seed,
         )
 
-    def evaluate(self) -> dict[str, float] | None:
-        """Accuracy (pass@1 averaged over `eval_num_samples` samples) and mean completion tokens of the current model
-        on `eval_dataset`; `None` without one."""
+    def evaluate(self) -> dict[str, Any] | None:
+        """
+        The summary of [`~trl_kimi.evaluation.sample_and_score`] for the current model on `eval_dataset`
+        (`eval_num_samples` samples per prompt, the first reward function, `correctness_threshold`): `accuracy`
+        (pass@1 averaged over the samples), `mean_tokens`, `truncated_fraction`, ...; `None` without an
+        `eval_dataset`. The same call as `trl-kimi eval` with the same model, prompts, reward, seed, temperature, cap
+        and batch size (`sampling_batch_size`), so both report the same accuracy.
+        """
         if self.eval_dataset is None:
             return None
-        groups = self._sample(
-            self.eval_dataset, self.args.eval_num_samples, self.args.eval_temperature, self.args.eval_max_new_tokens
-        )
-        flat = [s for group in groups for s in group]
-        return {
-            "accuracy": fmean(s.correct for s in flat),
-            "mean_tokens": fmean(s.num_tokens for s in flat),
-            "truncated": fmean(not s.finished for s in flat),
-        }
+        args = self.args
+        return self._sample(
+            self.eval_dataset, args.eval_num_samples, args.eval_temperature, args.eval_max_new_tokens
+        ).to_dict()
 
     # ------------------------------------------------------------------ stages
     def _common(self, stage_dir: Path) -> dict[str, Any]:
@@ -177,7 +182,7 @@ class Long2ShortTrainer:
             save_strategy="no",  # the stage's model is saved once, at the end, to <stage>/model
         )
 
-    def _training_samples(self) -> list:
+    def _training_samples(self) -> EvalResult:
         args = self.args
         return self._sample(self.train_dataset, args.num_samples, args.sampling_temperature, args.max_new_tokens)
 
@@ -187,9 +192,9 @@ class Long2ShortTrainer:
 
     def _stage_rejection_sft(self, stage_dir: Path, report: dict) -> None:
         args = self.args
-        samples = self._training_samples()
-        dataset = shortest_rejection_sampling(self.train_dataset, samples)
-        report.update(_sample_stats(samples), num_examples=len(dataset))
+        sampled = self._training_samples()
+        dataset = shortest_rejection_sampling(self.train_dataset, sampled.samples)
+        report.update(_sample_stats(sampled), num_examples=len(dataset))
         dataset.save_to_disk(str(stage_dir / "dataset"))
         config = SFTConfig(
             **self._common(stage_dir),
@@ -206,14 +211,14 @@ class Long2ShortTrainer:
 
     def _stage_dpo(self, stage_dir: Path, report: dict) -> None:
         args = self.args
-        samples = self._training_samples()
+        sampled = self._training_samples()
         dataset = build_dpo_pairs(
             self.train_dataset,
-            samples,
+            sampled.samples,
             ratio=args.dpo_length_ratio,
             max_pairs_per_prompt=args.dpo_max_pairs_per_prompt,
         )
-        report.update(_sample_stats(samples), num_examples=len(dataset))
+        report.update(_sample_stats(sampled), num_examples=len(dataset))
         dataset.save_to_disk(str(stage_dir / "dataset"))
         config = DPOConfig(
             **self._common(stage_dir),
@@ -264,10 +269,16 @@ class Long2ShortTrainer:
         penalty = long2short_length_penalty(
             name, weight=args.rl_length_penalty_weight, threshold=args.correctness_threshold
         )
+        # Answers cut by the lowered cap get no reward (the report's rule, and the one evaluation applies); the
+        # length penalty then sees them as wrong.
+        eos_ids = _eos_ids(self.model, self.processing_class)
+        if self.processing_class.eos_token_id is not None:  # TRL stops at it too (GRPOTrainer.eos_token_ids)
+            eos_ids.add(self.processing_class.eos_token_id)
+        rewards = [ZeroIfTruncatedReward(f, sorted(eos_ids)) for f in self.reward_funcs]
         self.train_dataset.save_to_disk(str(stage_dir / "dataset"))  # the RL prompts
         trainer = KimiMirrorDescentTrainer(
             self.model,
-            reward_funcs=[*self.reward_funcs, penalty],
+            reward_funcs=[*rewards, penalty],
             args=config,
             train_dataset=self.train_dataset,
             processing_class=self.processing_class,
@@ -280,7 +291,8 @@ class Long2ShortTrainer:
     def train(self) -> dict[str, Any]:
         """
         Run the chain. Returns (and writes to `output_dir/results.json`) `{"stages": [...], "final_model": path}`,
-        one entry per stage: `method`, `before` / `after` (accuracy, mean tokens; `None` without `eval_dataset`),
+        one entry per stage: `method`, `before` / `after` (the summary of [`evaluate`]: accuracy, mean tokens,
+        truncated fraction, ...; `None` without `eval_dataset`),
         sample counts of the data stages (`num_prompts`, `num_without_correct`, `num_examples`), `train_loss`,
         `model_dir`, `dataset_dir` and `seconds`.
         """
@@ -357,13 +369,13 @@ class Long2ShortTrainer:
         return repo_id
 
 
-def _sample_stats(samples: list) -> dict[str, int | float]:
-    """Counts of one sampling round: prompts, prompts without a correct sample (skipped), mean sampled tokens."""
+def _sample_stats(sampled: EvalResult) -> dict[str, int | float]:
+    """Counts of one sampling round: prompts, prompts without a correct sample (skipped), accuracy, mean tokens."""
     return {
-        "num_prompts": len(samples),
-        "num_without_correct": sum(select_shortest_correct(group) is None for group in samples),
-        "sample_accuracy": fmean(s.correct for group in samples for s in group),
-        "sample_mean_tokens": fmean(s.num_tokens for group in samples for s in group),
+        "num_prompts": sampled.num_problems,
+        "num_without_correct": sum(select_shortest_correct(group) is None for group in sampled.samples),
+        "sample_accuracy": sampled.accuracy,
+        "sample_mean_tokens": sampled.mean_tokens,
     }
 
 

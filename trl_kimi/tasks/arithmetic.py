@@ -34,7 +34,7 @@ from datasets import Dataset
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from ..generation import sample_completions
+from ..evaluation import sample_and_score
 
 
 __all__ = [
@@ -221,7 +221,6 @@ def make_model(
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation
-@torch.no_grad()
 def evaluate_accuracy(
     model,
     tokenizer: PreTrainedTokenizerFast,
@@ -234,25 +233,25 @@ def evaluate_accuracy(
     seed: int = 0,
 ) -> dict[str, float]:
     """
-    Mean reward (pass@1 averaged over `num_samples` samples per prompt) and mean completion length in tokens.
+    Accuracy (pass@1 averaged over `num_samples` samples per prompt), mean completion length in tokens and the
+    fraction truncated: the summary of [`~trl_kimi.evaluation.sample_and_score`] with this task's defaults (its
+    rules: a truncated answer scores 0, a `None` reward is wrong).
 
     `temperature=0` decodes greedily (then `num_samples` is 1).
     """
-    samples = sample_completions(
+    result = sample_and_score(
         model,
         tokenizer,
-        dataset["prompt"],
+        dataset,
+        reward_func,
         1 if temperature == 0 else num_samples,
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         batch_size=batch_size,
         seed=seed,
     )
-    flat = [c for group in samples for c in group]
-    columns = {
-        k: [v for v, group in zip(dataset[k], samples) for _ in group] for k in dataset.column_names if k != "prompt"
+    return {
+        "accuracy": result.accuracy,
+        "mean_tokens": result.mean_tokens,
+        "truncated_fraction": result.truncated_fraction,
     }
-    # A truncated completion has no final answer: it scores 0.
-    rewards = reward_func([c.text if c.finished else "" for c in flat], **columns)
-    lengths = [c.num_tokens for c in flat]
-    return {"accuracy": sum(rewards) / len(rewards), "mean_tokens": sum(lengths) / len(lengths)}
