@@ -317,6 +317,7 @@ def sample_and_score(
     llm: Any = None,
     progress: bool = False,
     success_threshold: float = 1.0,
+    output_dir: str | Path | None = None,
 ) -> EvalResult:
     r"""
     Sample `num_samples` answers to each `prompt` of `dataset`, score them with `reward_func`, summarise: the one
@@ -337,6 +338,9 @@ def sample_and_score(
       `None` into NaN and sums rewards with `nansum`, so the sample trains with reward 0); they are kept as `None` in
       the samples, counted in `num_not_applicable` and logged.
     - A sample is **correct** when it finished and its reward is ≥ `success_threshold`.
+
+    `evaluate` is this function. With `output_dir`, it also writes the files of `trl-kimi eval` there
+    ([`write_eval_outputs`]: `samples.jsonl`, `summary.json`, `accuracy_vs_tokens.png`).
 
     Example:
     ```python
@@ -420,27 +424,18 @@ def sample_and_score(
             len(flat),
         )
     starts = [0, *itertools.accumulate(len(group) for group in groups)]
-    return EvalResult.from_samples([scored[a:b] for a, b in zip(starts, starts[1:])], k)
+    result = EvalResult.from_samples([scored[a:b] for a, b in zip(starts, starts[1:])], k)
+    if output_dir is not None:
+        write_eval_outputs(result, dataset, output_dir)
+    return result
 
 
-def evaluate(
-    model,
-    processing_class: PreTrainedTokenizerBase,
-    dataset: Dataset,
-    reward_func: Callable[..., list[float | None]],
-    num_samples: int = 4,
-    k: Sequence[int] = (1,),
-    *,
-    output_dir: str | Path | None = None,
-    **sampling: Any,
-) -> EvalResult:
-    r"""
-    [`sample_and_score`] (the same arguments and rules: `max_new_tokens`, `temperature`, `top_p`, `top_k`,
-    `batch_size`, `seed`, `llm`, `progress`, `success_threshold`), plus the files of `trl-kimi eval`.
-
-    With `output_dir`, writes `samples.jsonl` (one line per sample: `prompt_id`, `sample_id`, `prompt`,
-    `completion`, `num_tokens`, `finished`, `reward` (a `None` reward written as the 0.0 it counts for), and the
-    dataset's other columns), `summary.json` and `accuracy_vs_tokens.png`.
+def write_eval_outputs(result: EvalResult, dataset: Dataset, output_dir: str | Path) -> None:
+    """
+    The files of `trl-kimi eval` in `output_dir`: `samples.jsonl` (one line per sample: `prompt_id`, `sample_id`,
+    `prompt`, `completion`, `num_tokens`, `finished`, `reward` (a `None` reward written as the 0.0 it counts for), and
+    the dataset's other columns), `summary.json` (`result.to_dict()`) and `accuracy_vs_tokens.png`.
+    `evaluate(..., output_dir=...)` calls it.
 
     Example:
     ```python
@@ -456,31 +451,32 @@ def evaluate(
 
     ```
     """
-    result = sample_and_score(model, processing_class, dataset, reward_func, num_samples, k, **sampling)
-    if output_dir is not None:
-        out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        prompts = dataset["prompt"]
-        columns = {name: dataset[name] for name in dataset.column_names if name != "prompt"}
-        flat = [(p, j, s) for p, group in enumerate(result.samples) for j, s in enumerate(group)]
-        with open(out / "samples.jsonl", "w") as f:
-            for p, j, s in flat:
-                row = {
-                    "prompt_id": p,
-                    "sample_id": j,
-                    "prompt": prompts[p],
-                    "completion": s.text,
-                    "num_tokens": s.num_tokens,
-                    "finished": s.finished,
-                    "reward": s.reward or 0.0,
-                    **{name: col[p] for name, col in columns.items()},
-                }
-                f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-        (out / "summary.json").write_text(json.dumps(result.to_dict(), indent=2))
-        plot_accuracy_vs_tokens(
-            [s.num_tokens for _, _, s in flat], [float(s.correct) for _, _, s in flat], out / "accuracy_vs_tokens.png"
-        )
-    return result
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    prompts = dataset["prompt"]
+    columns = {name: dataset[name] for name in dataset.column_names if name != "prompt"}
+    flat = [(p, j, s) for p, group in enumerate(result.samples) for j, s in enumerate(group)]
+    with open(out / "samples.jsonl", "w") as f:
+        for p, j, s in flat:
+            row = {
+                "prompt_id": p,
+                "sample_id": j,
+                "prompt": prompts[p],
+                "completion": s.text,
+                "num_tokens": s.num_tokens,
+                "finished": s.finished,
+                "reward": s.reward or 0.0,
+                **{name: col[p] for name, col in columns.items()},
+            }
+            f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    (out / "summary.json").write_text(json.dumps(result.to_dict(), indent=2))
+    plot_accuracy_vs_tokens(
+        [s.num_tokens for _, _, s in flat], [float(s.correct) for _, _, s in flat], out / "accuracy_vs_tokens.png"
+    )
+
+
+# The name `trl-kimi eval` and earlier releases call: the same function.
+evaluate = sample_and_score
 
 
 def accuracy_within_budget(lengths: Sequence[int], correct: Sequence[float], budgets: Sequence[int]) -> list[float]:
