@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from tests.utils import eos_prone_model
+from trl_kimi.generation import sample_completions
 from trl_kimi.tasks import arithmetic
 
 
@@ -82,3 +84,22 @@ def test_greedy_evaluation_counts_tokens_up_to_eos():
     result = arithmetic.evaluate_accuracy(model, tokenizer, dataset, temperature=0, max_new_tokens=5)
     assert result["mean_tokens"] == 5  # truncated completions count every token
     assert result["accuracy"] == 0.0
+    assert result["truncated_fraction"] == 1.0
+
+
+def test_evaluation_counts_a_none_reward_as_wrong_instead_of_crashing():
+    tokenizer = arithmetic.make_tokenizer()
+    model = eos_prone_model(tokenizer, p_eos=0.5)  # answers that stop within the cap, so the reward is called
+    dataset = arithmetic.make_rl_dataset(4, seed=0, max_terms=3)
+
+    def digit_first_or_none_reward(completions, **kwargs):
+        # 1.0 for an answer that starts with a digit, None ("not applicable") otherwise: sum() of these used to raise
+        return [1.0 if c[:1].isdigit() else None for c in completions]
+
+    result = arithmetic.evaluate_accuracy(
+        model, tokenizer, dataset, digit_first_or_none_reward, num_samples=8, max_new_tokens=6
+    )
+    groups = sample_completions(model, tokenizer, dataset["prompt"], 8, max_new_tokens=6, batch_size=256)
+    flat = [c for group in groups for c in group]
+    assert result["accuracy"] == pytest.approx(sum(c.finished and c.text[:1].isdigit() for c in flat) / len(flat))
+    assert 0.0 < result["accuracy"] < 1.0
