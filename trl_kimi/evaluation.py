@@ -202,6 +202,14 @@ class EvalResult:
     The samples of [`sample_and_score`] and their summary. `samples[p][j]` is sample j of problem p; `pass_at_k` maps
     k to pass@k; token statistics are over all samples; `num_not_applicable` counts `None` rewards (counted wrong).
     `to_dict` is the summary (what `summary.json` and the long2short report hold), without the samples.
+
+    ```python
+    >>> group = [ScoredSample("=3", 3, True, reward=1.0), ScoredSample("a1:1,b", 7, False, finished=False, reward=0.0)]
+    >>> result = EvalResult.from_samples([group], k=[1, 2])
+    >>> result.accuracy, result.pass_at_k, result.mean_tokens, result.truncated_fraction
+    (0.5, {1: 0.5, 2: 1.0}, 5.0, 0.5)
+
+    ```
     """
 
     samples: list[list[ScoredSample]] = field(repr=False)
