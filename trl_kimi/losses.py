@@ -44,7 +44,7 @@ def mean_baseline_advantages(rewards: torch.Tensor, num_generations: int) -> tor
         rewards (`torch.Tensor` of shape `(B,)`):
             Total reward of each sample, all processes gathered, groups consecutive.
         num_generations (`int`):
-            Samples per prompt, k. `B` must be a multiple of it.
+            Samples per prompt, k ≥ 1 (checked once, by [`KimiConfig`]). `B` must be a multiple of it.
 
     Returns:
         `torch.Tensor` of shape `(B,)`: the advantages, same dtype as `rewards`.
@@ -61,8 +61,6 @@ def mean_baseline_advantages(rewards: torch.Tensor, num_generations: int) -> tor
         raise ValueError(
             f"rewards must have shape (B,), got {tuple(rewards.shape)}; pass one total reward per sample."
         )
-    if num_generations < 1:
-        raise ValueError(f"num_generations must be >= 1, got {num_generations}.")
     if rewards.numel() % num_generations != 0:
         raise ValueError(
             f"The batch of {rewards.numel()} rewards cannot be split into groups of num_generations={num_generations}; "
@@ -143,7 +141,7 @@ def mirror_descent_loss(
         advantages (`torch.Tensor` of shape `(B,)`):
             ``r_j − r̄``, see [`mean_baseline_advantages`].
         tau (`float`):
-            τ > 0, strength of the l2 pull towards πθi.
+            τ > 0, strength of the l2 pull towards πθi (checked once, by [`KimiConfig`]).
         sample_weights (`torch.Tensor` of shape `(B,)`, *optional*):
             Constant per-sample weights, e.g. an importance ratio correcting for samples drawn by an inference engine
             (vLLM) whose probabilities differ slightly from πθi. `None` means all ones.
@@ -162,8 +160,6 @@ def mirror_descent_loss(
 
     ```
     """
-    if not tau > 0:
-        raise ValueError(f"tau must be > 0, got {tau}.")
     _check_same_shape(logps=logps, old_logps=old_logps, advantages=advantages)
     log_ratio = logps - old_logps.detach()  # (B,) ρ_j
     per_sample = advantages.detach() * logps - 0.5 * tau * log_ratio.pow(2)  # (B,)

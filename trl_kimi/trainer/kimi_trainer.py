@@ -121,11 +121,14 @@ class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
                 f"args must be a KimiConfig, got {kind}{hint}. Build a trl_kimi.KimiConfig with the same arguments."
             )
         check_launch_config(args)  # before the model is wrapped or anything generated
-        # TRL keeps the list it is given as `self.reward_funcs` and edits it (reward-model names become models, the
-        # length penalty becomes a stand-in below): pass a copy, so that another trainer built from the caller's list
-        # (a resume in the same process, a sweep, a notebook re-run) still gets the LengthPenaltyReward.
+        # TRL keeps the lists it is given as `self.reward_funcs` / `self.reward_processing_classes` and edits them
+        # (reward-model names become models, the length penalty becomes a stand-in below, partial rollouts add a
+        # column): pass copies, so that another trainer built from the caller's list (a resume in the same process,
+        # a sweep, a notebook re-run) still gets the LengthPenaltyReward.
         if isinstance(reward_funcs, list):
             reward_funcs = list(reward_funcs)
+        if isinstance(kwargs.get("reward_processing_classes"), list):
+            kwargs["reward_processing_classes"] = list(kwargs["reward_processing_classes"])
         super().__init__(model, reward_funcs, args=args, **kwargs)
         self._length_penalties = self._take_out_group_rewards()
         self._init_sampler()
