@@ -27,6 +27,7 @@ METHOD_SEAMS = {
     "_calculate_rewards": (["inputs", "prompts", "completions", "completion_ids_list"], [KIMI, SAMPLING, PARTIAL]),
     "_generate_and_score_completions": (["inputs"], [PARTIAL]),
     "_generate": (["prompts"], [PARTIAL]),
+    # PartialRolloutMixin._generate_round calls it by position: (prompt_ids, None, {}, 1).
     "_generate_single_turn": (
         ["prompt_ids", "images", "multimodal_fields", "num_generations", "has_tool_images=False"],
         [PARTIAL],

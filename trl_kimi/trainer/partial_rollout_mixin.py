@@ -206,9 +206,7 @@ class PartialRolloutMixin:
         # One call for the whole round, fresh prompts and continuations together (left-padded to the longest): a
         # call per length class would repeat the round's decode steps, which cost more than the padding.
         with self._generation_limit(max_new_tokens):
-            ids, logprobs = super()._generate_single_turn(
-                prompt_ids=inputs, images=None, multimodal_fields={}, num_generations=1
-            )
+            ids, logprobs = super()._generate_single_turn(inputs, None, {}, 1)
         ids = [list(x) for x in ids]
         return ids[:num_local], None if logprobs is None else logprobs[:num_local]
 
