@@ -99,10 +99,14 @@ ATTRIBUTE_SEAMS = {
 }
 
 
-def _parameters(function) -> list[str]:
-    """Names and defaults (annotations left out: TRL adds them without changing the contract), without self."""
-    parameters = list(inspect.signature(function).parameters.values())[1:]
+def _parameters_of(function) -> list[str]:
+    """Names and defaults (annotations left out: TRL adds them without changing the contract)."""
+    parameters = inspect.signature(function).parameters.values()
     return [str(p.replace(annotation=inspect.Parameter.empty)) for p in parameters]
+
+
+def _parameters(method) -> list[str]:
+    return _parameters_of(method)[1:]  # without self
 
 
 @pytest.mark.parametrize("name", sorted(METHOD_SEAMS))
@@ -113,6 +117,21 @@ def test_method_signatures(name):
     assert got == expected, (
         f"TRL seam GRPOTrainer.{name} changed its signature: expected ({', '.join(expected)}), got "
         f"({', '.join(got)}). Used by {', '.join(users)}; adapt them, then update this pin and setup.cfg."
+    )
+
+
+def test_module_level_helpers():
+    # Imported from TRL modules that are not its top-level API.
+    from trl.import_utils import is_vllm_available
+    from trl.trainer.utils import get_config_model_id
+
+    assert _parameters_of(get_config_model_id) == ["config"], (
+        f"TRL helper trl.trainer.utils.get_config_model_id changed; {KIMI} (model card, default output_dir) calls it."
+    )
+    required = [p for p in inspect.signature(is_vllm_available).parameters.values() if p.default is p.empty]
+    assert not required, (
+        "TRL helper trl.import_utils.is_vllm_available changed; trl_kimi/trainer/preflight.py and "
+        "trl_kimi/scripts/evaluate.py call it."
     )
 
 
