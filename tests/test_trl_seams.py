@@ -154,8 +154,8 @@ def test_source_lines_we_rely_on(name):
     source = re.sub(r"[ \t]+", " ", inspect.getsource(getattr(GRPOTrainer, name)))
     for line in SOURCE_SEAMS[name]:
         assert re.sub(r"[ \t]+", " ", line) in source, (
-            f"TRL seam GRPOTrainer.{name} no longer contains `{line}`; see the comment on it in tests/test_trl_seams.py "
-            "for the trl-kimi code that relies on it."
+            f"TRL seam GRPOTrainer.{name} no longer contains `{line}`; see its comment in tests/test_trl_seams.py for "
+            "the trl-kimi code that relies on it."
         )
 
 

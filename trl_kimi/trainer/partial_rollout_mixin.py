@@ -39,7 +39,7 @@ class PartialRolloutMixin:
 
     While TRL scores the complete groups, `_ready_trajectories` holds them (`None` otherwise): the hooks TRL calls
     from `_generate_and_score_completions` read it. With repeat detection on, the mixin adds a reward column named
-    `repetition_penalty` (weight 1) to TRL's reward lists: `partial_rollout_repetition_penalty` for a repeated
+    `partial_rollout_repetition_penalty` (weight 1) to TRL's reward lists: the configured penalty for a repeated
     trajectory, 0 otherwise, so TRL's total reward, advantages and logs include it.
 
     Overrides, each wrapping `super()`:
@@ -47,14 +47,14 @@ class PartialRolloutMixin:
       groups (per process share) are complete; TRL scores those groups; the groups leave the buffer only once scored;
     - `_generate_single_turn`: the stored completions of the complete groups (TRL's path otherwise);
     - `_generate`: the loss mask of stale segments (TRL's `tool_mask`, which the loss multiplies in);
-    - `_calculate_rewards`: the `repetition_penalty` column, after TRL's gather;
+    - `_calculate_rewards`: the `partial_rollout_repetition_penalty` column, after TRL's gather;
     - `_save_optimizer_and_scheduler` / `_load_optimizer_and_scheduler`: the buffer of every process, in
       `kimi_rollout_buffer.pt`.
     """
 
     rollout_buffer: PartialRolloutBuffer | None = None
     _ready_trajectories: list | None = None
-    _repetition_column: int | None = None  # index of the `repetition_penalty` reward column, when there is one
+    _repetition_column: int | None = None  # index of the repetition-penalty reward column, when there is one
 
     def _init_partial_rollouts(self) -> None:
         args = self.args
@@ -346,7 +346,7 @@ class RepetitionPenaltyColumn:
     """Stands in for the repetition penalty in TRL's per-process reward loop: `None` ("not applicable") for every
     sample, until `PartialRolloutMixin._calculate_rewards` fills the column from the gathered batch."""
 
-    __name__ = "repetition_penalty"
+    __name__ = "partial_rollout_repetition_penalty"
 
     def __call__(self, completions: list, **kwargs: Any) -> list[None]:
         return [None] * len(completions)
