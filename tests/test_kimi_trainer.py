@@ -9,7 +9,7 @@ from transformers import PreTrainedTokenizerFast, TrainerCallback
 from trl import GRPOConfig
 from trl.rewards import accuracy_reward
 
-from tests.utils import digit_fraction_reward, tiny_config, tiny_model
+from tests.utils import digit_fraction_reward, eos_prone_model, tiny_config, tiny_model
 from trl_kimi import KimiMirrorDescentTrainer, LengthPenaltyReward
 from trl_kimi.losses import mean_baseline_advantages
 from trl_kimi.tasks import arithmetic
@@ -327,3 +327,33 @@ def test_model_card_names_the_method(tokenizer, dataset, tmp_path):
     trainer.create_model_card(model_name="tiny-kimi")
     card = (tmp_path / "README.md").read_text()
     assert "2501.12599" in card and "Kimi k1.5" in card and "trl-kimi" in card
+
+
+def test_repetition_penalty_is_a_reward_column_trl_logs(tokenizer, dataset, tmp_path):
+    # Partial rollouts cut and penalise repeated trajectories; the penalty is a reward column filled after the gather,
+    # so TRL's logged rewards, total reward and advantages all include it. n = 1, 2 repeats: most samples repeat.
+    reward_funcs = [digit_fraction_reward]
+    trainer = KimiMirrorDescentTrainer(
+        model=eos_prone_model(tokenizer),
+        reward_funcs=reward_funcs,
+        args=tiny_config(
+            tmp_path,
+            max_steps=1,
+            partial_rollout_budget=4,
+            partial_rollout_repetition_ngram_size=1,
+            partial_rollout_repetition_max_repeats=2,
+            partial_rollout_repetition_penalty=-1.0,
+        ),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    assert reward_funcs == [digit_fraction_reward]  # the column is added to TRL's copy only
+    assert trainer.reward_func_names == ["digit_fraction_reward", "partial_rollout_repetition_penalty"]
+    trainer.train()
+    logged = trainer._logs["rewards"]
+    penalties = list(logged["partial_rollout_repetition_penalty"])
+    assert len(penalties) == 6 and set(penalties) == {0.0, -1.0}
+    row = trainer.state.log_history[0]
+    total = [d + p for d, p in zip(logged["digit_fraction_reward"], penalties, strict=True)]
+    assert row["reward"] == pytest.approx(sum(total) / 6, abs=1e-6)
+    assert row["rewards/partial_rollout_repetition_penalty/mean"] == pytest.approx(sum(penalties) / 6, abs=1e-6)

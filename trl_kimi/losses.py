@@ -44,7 +44,7 @@ def mean_baseline_advantages(rewards: torch.Tensor, num_generations: int) -> tor
         rewards (`torch.Tensor` of shape `(B,)`):
             Total reward of each sample, all processes gathered, groups consecutive.
         num_generations (`int`):
-            Samples per prompt, k ≥ 1 (checked once, by [`KimiConfig`]). `B` must be a multiple of it.
+            Samples per prompt, k. `B` must be a multiple of it.
 
     Returns:
         `torch.Tensor` of shape `(B,)`: the advantages, same dtype as `rewards`.
@@ -61,6 +61,8 @@ def mean_baseline_advantages(rewards: torch.Tensor, num_generations: int) -> tor
         raise ValueError(
             f"rewards must have shape (B,), got {tuple(rewards.shape)}; pass one total reward per sample."
         )
+    if num_generations < 1:
+        raise ValueError(f"num_generations must be >= 1, got {num_generations}.")
     if rewards.numel() % num_generations != 0:
         raise ValueError(
             f"The batch of {rewards.numel()} rewards cannot be split into groups of num_generations={num_generations}; "

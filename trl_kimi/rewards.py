@@ -42,6 +42,8 @@ def length_penalty(lengths: Sequence[int], correct: Sequence[bool], num_generati
 
     ```
     """
+    if num_generations < 1:
+        raise ValueError(f"num_generations must be >= 1, got {num_generations}.")
     if len(lengths) != len(correct):
         raise ValueError(f"Got {len(lengths)} lengths but {len(correct)} correctness values; they must match.")
     if len(lengths) % num_generations != 0:

@@ -100,14 +100,15 @@ class PartialRolloutMixin:
     def _add_repetition_column(self) -> None:
         """A reward column for the repetition penalty, in TRL's reward lists (as TRL adds an environment's reward):
         a stand-in returns `None` per process and `_calculate_rewards` fills it after the gather."""
-        name = RepetitionPenaltyColumn.__name__
+        column = RepetitionPenaltyColumn()
+        name = column.__name__
         if name in self.reward_func_names:
             raise ValueError(
                 f"A reward function is named {name!r}, the name of the partial rollouts' repetition penalty column; "
                 "rename it, or turn repeat detection off with partial_rollout_repetition_ngram_size=None."
             )
         self._repetition_column = len(self.reward_funcs)
-        self.reward_funcs.append(RepetitionPenaltyColumn())
+        self.reward_funcs.append(column)
         self.reward_func_names.append(name)
         self.reward_processing_classes.append(None)
         self.reward_weights = torch.cat([self.reward_weights, torch.ones(1)])
