@@ -1,3 +1,6 @@
+import dataclasses
+import warnings
+
 import pytest
 from trl import GRPOConfig, TrlParser
 
@@ -99,3 +102,54 @@ def test_command_line_flags():
         TrlParser((KimiConfig,)).parse_args_into_dataclasses(
             args=["--output_dir", "unused", "--logprob_reduction", "max"]
         )
+
+
+INERT = "One optimizer step per generated batch"
+SIGN_SGD = "sign-SGD"
+
+
+@pytest.mark.parametrize(
+    "kwargs, steps_per_generation, expected",
+    [
+        ({}, 2, []),  # the default: 2 optimizer steps per generated batch
+        ({"gradient_accumulation_steps": 4}, 8, []),  # the factor applies to the accumulation the user chose
+        ({"reset_optimizer_each_iteration": True}, 2, []),  # the recipe: reset Adam, then 2 steps on the batch
+        ({"num_iterations": 2}, 1, []),  # TRL's default suffices: each batch is reused by the second iteration
+        ({"generation_batch_size": 32}, 4, []),  # an explicit size is kept
+        ({"steps_per_generation": 1}, 1, [INERT]),
+        ({"generation_batch_size": 8}, 1, [INERT]),
+        ({"steps_per_generation": 4, "gradient_accumulation_steps": 4}, 4, [INERT]),
+        ({"steps_per_generation": 1, "reset_optimizer_each_iteration": True}, 1, [INERT, SIGN_SGD]),
+    ],
+)
+def test_default_steps_per_generation_and_inert_tau_warnings(kwargs, steps_per_generation, expected):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        args = make(per_device_train_batch_size=8, **kwargs)
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert args.steps_per_generation == steps_per_generation
+    assert args.generation_batch_size == 8 * steps_per_generation
+    assert len(messages) == len(expected), messages
+    for message, start in zip(messages, expected, strict=True):
+        assert start in message
+        assert "--steps_per_generation" in message and "--num_iterations 2" in message  # the flags that fix it
+
+
+def test_default_survives_round_trips():
+    # A built config holds both sizes; rebuilding it (dataclasses.replace, to_dict, a CLI with unset flags) must not
+    # turn the default into an error or a different batch.
+    args = make(gradient_accumulation_steps=3, per_device_train_batch_size=8)
+    assert (args.steps_per_generation, args.generation_batch_size) == (6, 48)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = dataclasses.replace(args)
+        from_dict = KimiConfig(**args.to_dict())
+    for rebuilt in (again, from_dict):
+        assert (rebuilt.steps_per_generation, rebuilt.generation_batch_size) == (6, 48)
+    with pytest.warns(UserWarning, match="generation_batch_size=48 and steps_per_generation=6 are both set"):
+        smaller = dataclasses.replace(args, per_device_train_batch_size=4)
+    assert smaller.generation_batch_size == 24
+    (parsed,) = TrlParser((KimiConfig,)).parse_args_into_dataclasses(
+        args=["--output_dir", "unused", "--use_cpu", "--bf16", "False", "--gradient_accumulation_steps", "2"]
+    )
+    assert (parsed.steps_per_generation, parsed.num_iterations) == (4, 1)

@@ -1,4 +1,5 @@
 import copy
+import math
 
 import pytest
 import torch
@@ -8,8 +9,8 @@ from transformers import PreTrainedTokenizerFast, TrainerCallback
 from trl import GRPOConfig
 from trl.rewards import accuracy_reward
 
-from tests.utils import digit_fraction_reward, tiny_config, tiny_model
-from trl_kimi import KimiMirrorDescentTrainer
+from tests.utils import digit_fraction_reward, eos_prone_model, tiny_config, tiny_model
+from trl_kimi import KimiMirrorDescentTrainer, LengthPenaltyReward
 from trl_kimi.losses import mean_baseline_advantages
 from trl_kimi.tasks import arithmetic
 
@@ -61,8 +62,10 @@ def float64_sequence_logps(model, state, prompt_ids, prompt_mask, completion_ids
 def test_training_changes_weights_and_logs_metrics(tokenizer, dataset, tmp_path):
     model = tiny_model(tokenizer)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    # steps_per_generation=2: the second step reuses the batch, so the tau term acts (|log-ratio| > 0).
-    args = tiny_config(tmp_path, max_steps=4, steps_per_generation=2, per_device_train_batch_size=3)
+    # No generation options: KimiConfig's default makes 2 optimizer steps per generated batch, so on the second step
+    # theta != theta_i and the tau term has a gradient (tau * rho / B, rho = |log-ratio| > 0).
+    args = tiny_config(tmp_path, max_steps=4, per_device_train_batch_size=3, steps_per_generation=None)
+    assert (args.steps_per_generation, args.generation_batch_size) == (2, 6)
     trainer = KimiMirrorDescentTrainer(
         model=model, reward_funcs=digit_fraction_reward, args=args, train_dataset=dataset, processing_class=tokenizer
     )
@@ -78,20 +81,20 @@ def test_training_changes_weights_and_logs_metrics(tokenizer, dataset, tmp_path)
         for key in (
             "reward",
             "reward_std",
-            "kimi/advantage_std",
             "completions/mean_length",
             "completions/max_length",
             "completions/clipped_ratio",
         ):
             assert key in row, key
-        assert row["kimi/advantage_std"] > 0
+        assert row["reward_std"] > 0
         assert row["kimi/abs_log_ratio_mean"] == 0.0  # theta = theta_i on the batch's first step
     for row in logs:
         for key in ("kimi/squared_residual_mean", "kimi/policy_term", "kimi/l2_term", "entropy"):
             assert key in row, key
     for row in reuse_steps:
-        assert row["kimi/abs_log_ratio_mean"] > 0  # the policy moved since the batch was generated
-        assert row["kimi/l2_term"] > 0
+        assert row["kimi/abs_log_ratio_mean"] > 1e-4  # the policy moved since the batch was generated
+        # l2_term = mean (tau/2) rho^2 > 0, so rho != 0 and the tau term's gradient -tau * rho / B is non-zero.
+        assert row["kimi/l2_term"] > 1e-9
     for row in logs:  # the reported loss is the sum of the two logged terms
         assert row["loss"] == pytest.approx(-(row["kimi/policy_term"] - row["kimi/l2_term"]), rel=1e-5, abs=1e-6)
 
@@ -121,27 +124,65 @@ def test_reported_loss_matches_float64_recomputation(tokenizer, dataset, tmp_pat
     assert any(row.get("kimi/l2_term", 0) > 1e-6 for row in trainer.state.log_history)
 
 
-def test_advantages_are_mean_baselines_of_the_rewards(tokenizer, dataset, tmp_path):
-    args = tiny_config(tmp_path, max_steps=2, per_device_train_batch_size=6)
+def sometimes_declined_reward(completions: list[str], **kwargs) -> list[float | None]:
+    """Depends on the completion; `None` (TRL's "not applicable") for about half of them."""
+    return [None if len(c) % 2 == 0 else sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions]
+
+
+def test_advantages_are_trls_mean_baseline_of_the_filled_rewards(tokenizer, dataset, tmp_path):
+    # TRL computes the advantages (KimiConfig fixes scale_rewards="none"): they must be our mean baseline of the total
+    # reward, with the length penalty column filled, declined samples left out of the mean, groups of 3 straddling
+    # the micro-batches of 2.
+    penalty = LengthPenaltyReward(correctness_reward="digit_fraction_reward", threshold=0.2, warmup_steps=0)
+    args = tiny_config(
+        tmp_path, max_steps=3, per_device_train_batch_size=2, steps_per_generation=3, reward_weights=[1.0, 0.5, 1.0]
+    )
     trainer = RecordingTrainer(
         model=tiny_model(tokenizer),
-        reward_funcs=digit_fraction_reward,
+        reward_funcs=[digit_fraction_reward, sometimes_declined_reward, penalty],
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
     )
     trainer.train()
-    for generated in trainer.generated:
-        out = generated["output"]
-        completions = [
-            tokenizer.decode(ids[mask.bool()], skip_special_tokens=True)
-            for ids, mask in zip(out["completion_ids"], out["completion_mask"], strict=True)
-        ]
-        rewards = digit_fraction_reward(completions)
-        # independent group means (k = 3), no std scaling
-        expected = [r - sum(rewards[g : g + 3]) / 3 for g in range(0, 6, 3) for r in rewards[g : g + 3]]
-        assert out["advantages"].tolist() == pytest.approx(expected, abs=1e-6)
-        assert [x["prompt"] for x in generated["inputs"]][::3] == [x["prompt"] for x in generated["inputs"]][1::3]
+    assert len(trainer.generated) == 1  # one batch of 2 groups, three optimizer steps on it
+    out = trainer.generated[0]["output"]
+    ids = [row[mask.bool()].tolist() for row, mask in zip(out["completion_ids"], out["completion_mask"], strict=True)]
+    completions = tokenizer.batch_decode(ids, skip_special_tokens=True)
+    digits = digit_fraction_reward(completions)
+    declined = sometimes_declined_reward(completions)
+    lengths = penalty.compute([len(x) for x in ids], [d >= 0.2 for d in digits], num_generations=3, step=0)
+    total = torch.tensor(
+        [d + (0.0 if s is None else 0.5 * s) + p for d, s, p in zip(digits, declined, lengths, strict=True)],
+        dtype=torch.float64,
+    )
+    expected = mean_baseline_advantages(total, num_generations=3)
+    torch.testing.assert_close(out["advantages"].double(), expected, atol=1e-5, rtol=1e-5)
+    assert expected.abs().max() > 1e-3  # not a vacuous comparison of zeros
+    assert any(x is None for x in declined) and any(x is not None for x in declined)
+    # What TRL logs is what the model trains on: the filled length-penalty column and the total reward.
+    logged = {name: list(trainer._logs["rewards"][name])[-6:] for name in trainer.reward_func_names}
+    assert logged["length_penalty"] == pytest.approx(lengths, abs=1e-6)
+    assert trainer.state.log_history[0]["reward"] == pytest.approx(total.mean().item(), abs=1e-5)
+
+
+def test_reward_funcs_list_of_the_caller_is_left_unchanged(tokenizer, dataset, tmp_path):
+    penalty = LengthPenaltyReward(correctness_reward="digit_fraction_reward", threshold=0.2, warmup_steps=0)
+    reward_funcs = [digit_fraction_reward, penalty]
+    for run in range(2):  # a second trainer from the same list (a resume, a sweep) still applies the penalty
+        trainer = KimiMirrorDescentTrainer(
+            model=tiny_model(tokenizer),
+            reward_funcs=reward_funcs,
+            args=tiny_config(tmp_path / str(run), max_steps=1),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+        )
+        assert reward_funcs == [digit_fraction_reward, penalty]
+        assert trainer._length_penalties == {1: penalty}
+        trainer.train()
+        logged = list(trainer._logs["rewards"]["length_penalty"])
+        assert len(logged) == 6 and not any(math.isnan(x) for x in logged)
+        assert any(abs(x) > 1e-3 for x in logged)
 
 
 def test_loss_is_scaled_for_gradient_accumulation(tokenizer, dataset, tmp_path):
@@ -288,8 +329,31 @@ def test_model_card_names_the_method(tokenizer, dataset, tmp_path):
     assert "2501.12599" in card and "Kimi k1.5" in card and "trl-kimi" in card
 
 
-def test_mean_baseline_matches_trl_with_scale_rewards_none():
-    # Sanity anchor: TRL's own advantages with scale_rewards="none" are the same numbers as ours.
-    rewards = torch.tensor([0.1, 0.9, 0.5, 0.0, 0.0, 1.0])
-    trl_style = rewards - rewards.view(-1, 3).mean(dim=1).repeat_interleave(3)
-    torch.testing.assert_close(mean_baseline_advantages(rewards, 3), trl_style)
+def test_repetition_penalty_is_a_reward_column_trl_logs(tokenizer, dataset, tmp_path):
+    # Partial rollouts cut and penalise repeated trajectories; the penalty is a reward column filled after the gather,
+    # so TRL's logged rewards, total reward and advantages all include it. n = 1, 2 repeats: most samples repeat.
+    reward_funcs = [digit_fraction_reward]
+    trainer = KimiMirrorDescentTrainer(
+        model=eos_prone_model(tokenizer),
+        reward_funcs=reward_funcs,
+        args=tiny_config(
+            tmp_path,
+            max_steps=1,
+            partial_rollout_budget=4,
+            partial_rollout_repetition_ngram_size=1,
+            partial_rollout_repetition_max_repeats=2,
+            partial_rollout_repetition_penalty=-1.0,
+        ),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    assert reward_funcs == [digit_fraction_reward]  # the column is added to TRL's copy only
+    assert trainer.reward_func_names == ["digit_fraction_reward", "partial_rollout_repetition_penalty"]
+    trainer.train()
+    logged = trainer._logs["rewards"]
+    penalties = list(logged["partial_rollout_repetition_penalty"])
+    assert len(penalties) == 6 and set(penalties) == {0.0, -1.0}
+    row = trainer.state.log_history[0]
+    total = [d + p for d, p in zip(logged["digit_fraction_reward"], penalties, strict=True)]
+    assert row["reward"] == pytest.approx(sum(total) / 6, abs=1e-6)
+    assert row["rewards/partial_rollout_repetition_penalty/mean"] == pytest.approx(sum(penalties) / 6, abs=1e-6)

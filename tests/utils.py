@@ -1,5 +1,7 @@
 """Tiny, local, seeded building blocks shared by the tests (no Hub access)."""
 
+import warnings
+
 import torch
 
 from trl_kimi import KimiConfig
@@ -30,7 +32,14 @@ def tiny_config(output_dir, **overrides) -> KimiConfig:
         disable_tqdm=True,
     )
     kwargs.update(overrides)
-    return KimiConfig(**kwargs)
+    if "steps_per_generation" not in overrides and "generation_batch_size" not in overrides:
+        # One optimizer step per generated batch (TRL's default), which the batch arithmetic of these small tests was
+        # written for; pass steps_per_generation=None for KimiConfig's default (2 x gradient_accumulation_steps).
+        kwargs["steps_per_generation"] = kwargs.get("gradient_accumulation_steps", 1)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="One optimizer step per generated batch")
+        warnings.filterwarnings("ignore", message="reset_optimizer_each_iteration=True with one optimizer step")
+        return KimiConfig(**kwargs)
 
 
 def digit_fraction_reward(completions: list[str], **kwargs) -> list[float]:

@@ -143,7 +143,7 @@ def mirror_descent_loss(
         advantages (`torch.Tensor` of shape `(B,)`):
             ``r_j − r̄``, see [`mean_baseline_advantages`].
         tau (`float`):
-            τ > 0, strength of the l2 pull towards πθi.
+            τ > 0, strength of the l2 pull towards πθi (checked once, by [`KimiConfig`]).
         sample_weights (`torch.Tensor` of shape `(B,)`, *optional*):
             Constant per-sample weights, e.g. an importance ratio correcting for samples drawn by an inference engine
             (vLLM) whose probabilities differ slightly from πθi. `None` means all ones.
@@ -162,8 +162,6 @@ def mirror_descent_loss(
 
     ```
     """
-    if not tau > 0:
-        raise ValueError(f"tau must be > 0, got {tau}.")
     _check_same_shape(logps=logps, old_logps=old_logps, advantages=advantages)
     log_ratio = logps - old_logps.detach()  # (B,) ρ_j
     per_sample = advantages.detach() * logps - 0.5 * tau * log_ratio.pow(2)  # (B,)

@@ -1,4 +1,5 @@
 import math
+import warnings
 from dataclasses import dataclass, field
 
 from trl import GRPOConfig
@@ -6,6 +7,15 @@ from trl import GRPOConfig
 from ..losses import LOGPROB_REDUCTIONS
 from ..sampling import CURRICULUM_SCHEDULES, SAMPLING_STRATEGIES, _check_curriculum_steps
 
+
+# Optimizer steps per generated batch when the user sets none of `steps_per_generation`, `generation_batch_size` and
+# `num_iterations`: `steps_per_generation = DEFAULT_STEPS_PER_GENERATION_FACTOR × gradient_accumulation_steps`. The tau
+# term has zero gradient on a batch's first step (θ = θi), so with TRL's default (one step per batch) the method would
+# be REINFORCE with a mean baseline. 2 is the smallest number of steps per batch at which tau acts, and the setting
+# the side-by-side learning comparison with GRPOTrainer was measured with (2 optimizer steps per batch). Cost: each
+# generated batch is twice as large and generated half as often, so the 2nd step trains on samples from a policy one
+# step older.
+DEFAULT_STEPS_PER_GENERATION_FACTOR = 2
 
 # GRPOConfig options that select another objective than the mirror-descent loss. Each maps to the only value the Kimi
 # trainer accepts and the reason; a different value would be silently ignored by our `_compute_loss`, so it is refused.
@@ -50,9 +60,13 @@ class KimiConfig(GRPOConfig):
         tau (`float`, *optional*, defaults to `0.1`):
             τ > 0, the strength of the l2 pull ``(τ/2)·(log πθ − log πθi)²`` towards πθi, the policy at the start of
             the iteration (when the batch was generated). It has zero gradient at θ = θi, so it only acts on the
-            2nd, 3rd, ... optimizer steps made on the same generated batch: set `steps_per_generation` larger than
-            `gradient_accumulation_steps`, or `num_iterations` > 1. With one step per batch the update is REINFORCE
-            with a mean baseline. Suggested value with `logprob_reduction="sum"`: 0.1.
+            2nd, 3rd, ... optimizer steps made on the same generated batch. Hence the default below: when none of
+            `steps_per_generation`, `generation_batch_size` and `num_iterations` is set, `steps_per_generation` is
+            `DEFAULT_STEPS_PER_GENERATION_FACTOR` (2) × `gradient_accumulation_steps`, i.e. two optimizer steps per
+            generated batch. Its cost: a generation batch twice as large, generated half as often. Settings that
+            give one step per batch (`steps_per_generation × num_iterations <= gradient_accumulation_steps`) make
+            the update REINFORCE with a mean baseline, and the config warns. Suggested value with
+            `logprob_reduction="sum"`: 0.1.
         logprob_reduction (`str`, *optional*, defaults to `"sum"`):
             How per-token log-probabilities become the sequence log-probability ``log π(y|x)``. `"sum"`: the
             report's sequence log-probability. `"mean"`: divided by the completion length; for very long answers,
@@ -61,7 +75,8 @@ class KimiConfig(GRPOConfig):
         reset_optimizer_each_iteration (`bool`, *optional*, defaults to `False`):
             Whether to clear the optimizer state (e.g. Adam moments) at each new generated batch. The report does so,
             because each iteration is a new optimisation problem; turn it on for the paper's recipe. Off by default
-            because TRL users expect the optimizer state to persist. The learning-rate schedule is not reset.
+            because TRL users expect the optimizer state to persist. The learning-rate schedule is not reset. With
+            one optimizer step per batch, every step would be Adam's first (a sign-SGD step), and the config warns.
 
         > Parameters that control which problems are sampled (§2.3.4, [`trl_kimi.sampling`])
 
@@ -133,16 +148,20 @@ class KimiConfig(GRPOConfig):
     > - `loss_type`: `"mirror_descent"` (the only accepted value).
     > - `scale_rewards`: `"none"` (the only accepted value): the advantage is ``r − r̄``.
     > - `epsilon`: `None` (the only accepted value): there is no clipping.
+    > - `steps_per_generation`: `2 × gradient_accumulation_steps` when neither it, `generation_batch_size` nor
+    >   `num_iterations` is set (two optimizer steps per generated batch, so that `tau` acts).
 
     Example:
     ```python
     >>> from trl_kimi import KimiConfig
     >>> args = KimiConfig(
-    ...     output_dir="kimi-run", tau=0.1, num_generations=8, steps_per_generation=2,
+    ...     output_dir="kimi-run", tau=0.1, num_generations=8,
     ...     use_cpu=True, bf16=False,  # on a CPU-only machine; drop both on a GPU
     ... )
     >>> args.tau, args.logprob_reduction, args.scale_rewards
     (0.1, 'sum', 'none')
+    >>> args.steps_per_generation, args.gradient_accumulation_steps  # two optimizer steps per generated batch
+    (2, 1)
 
     ```
     """
@@ -152,7 +171,8 @@ class KimiConfig(GRPOConfig):
         metadata={
             "help": "tau > 0: strength of the l2 pull (tau/2)*(log pi_theta - log pi_theta_i)^2 towards the policy at "
             "the start of the iteration. It only acts on the 2nd, 3rd, ... optimizer steps made on one generated "
-            "batch (steps_per_generation > gradient_accumulation_steps, or num_iterations > 1)."
+            "batch (steps_per_generation > gradient_accumulation_steps, or num_iterations > 1); unless set, "
+            "steps_per_generation defaults to 2 x gradient_accumulation_steps for that reason."
         },
     )
     logprob_reduction: str = field(
@@ -288,7 +308,9 @@ class KimiConfig(GRPOConfig):
                 f"num_generations must be >= 2, got {self.num_generations}: the mean reward of a prompt's samples is "
                 "the baseline, so each prompt needs at least 2 samples. Pass --num_generations 8 (the default)."
             )
+        given_generation_batch_size = self._default_generation_sizes()
         super().__post_init__()
+        self._check_given_generation_batch_size(given_generation_batch_size)
 
         if isinstance(self.tau, bool) or not isinstance(self.tau, int | float) or not math.isfinite(self.tau):
             raise ValueError(f"tau must be a finite number > 0, got {self.tau!r}; pass e.g. --tau 0.1.")
@@ -326,6 +348,57 @@ class KimiConfig(GRPOConfig):
 
         self._check_sampling()
         self._check_partial_rollouts()
+        self._warn_if_tau_is_inert()
+
+    def _default_generation_sizes(self) -> int | None:
+        """Before GRPOConfig derives the generation sizes: the default that makes tau act. Returns the
+        generation_batch_size given together with steps_per_generation, which GRPOConfig would refuse."""
+        if self.steps_per_generation is None and self.generation_batch_size is None:
+            if self.num_iterations == 1:  # num_iterations > 1 already reuses each batch: TRL's default is enough
+                self.steps_per_generation = DEFAULT_STEPS_PER_GENERATION_FACTOR * self.gradient_accumulation_steps
+            return None
+        if self.steps_per_generation is None or self.generation_batch_size is None:
+            return None
+        # A config rebuilt from a built one (`dataclasses.replace`, `KimiConfig(**args.to_dict())`) carries both
+        # sizes. steps_per_generation decides, as in GRPOConfig, which derives generation_batch_size from it.
+        given, self.generation_batch_size = self.generation_batch_size, None
+        return given
+
+    def _check_given_generation_batch_size(self, given: int | None) -> None:
+        if given is None or given == self.generation_batch_size:
+            return
+        warnings.warn(
+            f"generation_batch_size={given} and steps_per_generation={self.steps_per_generation} are both set and "
+            f"disagree; using generation_batch_size={self.generation_batch_size} (per_device_train_batch_size x "
+            f"{self.world_size} processes x steps_per_generation). Set only one of them.",
+            stacklevel=4,
+        )
+
+    def _warn_if_tau_is_inert(self) -> None:
+        """Settings that give one optimizer step per generated batch: the tau term never acts (and a reset Adam is
+        sign-SGD). Correct but most likely not what a Kimi user wants, hence a warning, not an error."""
+        if self.steps_per_generation * self.num_iterations > self.gradient_accumulation_steps:
+            return
+        sizes = (
+            f"steps_per_generation ({self.steps_per_generation}) x num_iterations ({self.num_iterations}) <= "
+            f"gradient_accumulation_steps ({self.gradient_accumulation_steps})"
+        )
+        fix = (
+            f"Pass --steps_per_generation {2 * self.gradient_accumulation_steps} (or leave steps_per_generation and "
+            "generation_batch_size unset), or --num_iterations 2"
+        )
+        warnings.warn(
+            f"One optimizer step per generated batch ({sizes}): the tau term has zero gradient and the update is "
+            f"REINFORCE with a mean baseline, not mirror descent. {fix}.",
+            stacklevel=4,
+        )
+        if self.reset_optimizer_each_iteration:
+            warnings.warn(
+                f"reset_optimizer_each_iteration=True with one optimizer step per generated batch ({sizes}): every "
+                "step is Adam's first after a reset, m / sqrt(v) = sign(gradient), i.e. sign-SGD. "
+                f"{fix}, or set reset_optimizer_each_iteration=False.",
+                stacklevel=4,
+            )
 
     def _check_sampling(self) -> None:
         if self.sampling_strategy not in SAMPLING_STRATEGIES:

@@ -4,23 +4,17 @@ from typing import Any
 
 import torch
 from accelerate.utils import gather, gather_object
-from datasets import Dataset
-from transformers.utils import logging
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import get_config_model_id
 
-from ..losses import mean_baseline_advantages, mirror_descent_loss, sequence_logps, squared_residuals
+from ..losses import mirror_descent_loss, sequence_logps, squared_residuals
 from ..model_card import CARD_METRICS, card_config_values, card_metrics, generate_kimi_model_card
 from ..rewards import LengthPenaltyReward
-from ..sampling import CurriculumSampler, KimiSampler, PrioritizedSampler, read_difficulties
 from .kimi_config import KimiConfig
 from .partial_rollout_mixin import PartialRolloutMixin
 from .preflight import check_launch_config
+from .sampling_mixin import SamplingMixin
 
-
-logger = logging.get_logger(__name__)
-
-SAMPLING_STATE_NAME = "kimi_sampling_state.pt"  # written next to the optimizer state in each checkpoint
 
 # Model-forward inputs that TRL's `_generate_and_score_completions` may put in a batch (multimodal models); they are
 # passed through unchanged to `_get_per_token_logps_and_entropies`.
@@ -38,7 +32,7 @@ _FORWARD_KEYS = (
 )
 
 
-class KimiMirrorDescentTrainer(PartialRolloutMixin, GRPOTrainer):
+class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
     r"""
     Trainer for the online mirror descent of [Kimi k1.5](https://huggingface.co/papers/2501.12599) (§2.3.2).
 
@@ -49,26 +43,28 @@ class KimiMirrorDescentTrainer(PartialRolloutMixin, GRPOTrainer):
     KL to a fixed reference and logging are TRL's.
 
     What differs from `GRPOTrainer`, each through the smallest hook:
-    - `_calculate_rewards` keeps the rewards gathered from all processes, and `_generate_and_score_completions`
-      replaces TRL's advantages with [`~trl_kimi.losses.mean_baseline_advantages`] of those gathered rewards (a
-      prompt's samples may live on several processes);
+    - the advantages are TRL's own: [`KimiConfig`] fixes `scale_rewards="none"`, so TRL's `r − mean(r)` over each
+      group of the gathered rewards is [`~trl_kimi.losses.mean_baseline_advantages`] (a prompt's samples may live on
+      several processes; a sample every reward function declined is left out of the mean and gets advantage 0);
+    - `_calculate_rewards` fills the group reward columns after TRL's gather: a [`~trl_kimi.LengthPenaltyReward`]
+      among `reward_funcs` compares a prompt's samples, so TRL's per-process loop sees a stand-in returning `None`
+      and the column is computed here from the gathered lengths and correctness. TRL's logged `reward`, its
+      completion table and its advantages all see the filled columns. The caller's `reward_funcs` list is left as
+      it was (TRL is given a copy);
     - `_compute_loss` computes [`~trl_kimi.losses.mirror_descent_loss`]. The log-probabilities of πθi are TRL's
       `old_per_token_logps`, computed once per generated batch from the model as it is then (no second copy of the
       model); with a single optimizer step per batch they equal the detached current ones;
     - `_prepare_inputs` clears the optimizer state at each new batch when `reset_optimizer_each_iteration=True`;
-    - a [`~trl_kimi.LengthPenaltyReward`] among `reward_funcs` is a group quantity: TRL's per-process reward loop
-      skips it (`None`), and `_calculate_rewards` fills its column from the gathered lengths and correctness.
-    - with `sampling_strategy="curriculum"` or `"prioritized"` (§2.3.4), `_get_train_sampler` returns the
-      [`~trl_kimi.sampling.KimiSampler`] built once in `__init__` (`self.sampler`), `_generate_and_score_completions`
-      feeds it each group's success (from the gathered rewards) and logs `sampling/*`, and
-      `_save_optimizer_and_scheduler` / `_load_optimizer_and_scheduler` save and restore its state with the
-      optimizer's: both are called once per checkpoint and once per resume on every backend (plain, DeepSpeed,
-      FSDP), and the load comes before the data loader is first iterated, so the Trainer's skipping of
-      already-trained batches replays frozen batches instead of drawing new ones.
+    - with `sampling_strategy="curriculum"` or `"prioritized"` (§2.3.4),
+      [`~trl_kimi.trainer.sampling_mixin.SamplingMixin`] hands TRL's data loader a
+      [`~trl_kimi.sampling.KimiSampler`] (`self.sampler`), feeds it each group's success from the gathered rewards
+      and saves it with every checkpoint;
     - with `partial_rollout_budget` set (§2.6), [`~trl_kimi.trainer.partial_rollout_mixin.PartialRolloutMixin`]
       routes generation through a [`~trl_kimi.PartialRolloutBuffer`] (`self.rollout_buffer`): rounds of at most the
-      budget, complete groups only, stale segments masked out of the loss, repeated trajectories penalised here
-      before the mean baseline, the buffer saved in `kimi_rollout_buffer.pt` with every checkpoint.
+      budget, complete groups only, stale segments masked out of the loss, a `partial_rollout_repetition_penalty`
+      reward column for repeated trajectories, the buffer saved in `kimi_rollout_buffer.pt` with every checkpoint.
+
+    The TRL methods and attributes used are pinned in `tests/test_trl_seams.py`.
 
     Example:
     ```python
@@ -80,7 +76,7 @@ class KimiMirrorDescentTrainer(PartialRolloutMixin, GRPOTrainer):
     >>> trainer = KimiMirrorDescentTrainer(
     ...     model="Qwen/Qwen2.5-0.5B-Instruct",
     ...     reward_funcs=accuracy_reward,
-    ...     args=KimiConfig(output_dir="kimi-run", tau=0.1, steps_per_generation=2),
+    ...     args=KimiConfig(output_dir="kimi-run", tau=0.1),  # 2 optimizer steps per generated batch
     ...     train_dataset=dataset,
     ... )  # doctest: +SKIP
     >>> trainer.train()  # doctest: +SKIP
@@ -125,18 +121,17 @@ class KimiMirrorDescentTrainer(PartialRolloutMixin, GRPOTrainer):
                 f"args must be a KimiConfig, got {kind}{hint}. Build a trl_kimi.KimiConfig with the same arguments."
             )
         check_launch_config(args)  # before the model is wrapped or anything generated
+        # TRL keeps the lists it is given as `self.reward_funcs` / `self.reward_processing_classes` and edits them
+        # (reward-model names become models, the length penalty becomes a stand-in below, partial rollouts add a
+        # column): pass copies, so that another trainer built from the caller's list (a resume in the same process,
+        # a sweep, a notebook re-run) still gets the LengthPenaltyReward.
+        if isinstance(reward_funcs, list):
+            reward_funcs = list(reward_funcs)
+        if isinstance(kwargs.get("reward_processing_classes"), list):
+            kwargs["reward_processing_classes"] = list(kwargs["reward_processing_classes"])
         super().__init__(model, reward_funcs, args=args, **kwargs)
         self._length_penalties = self._take_out_group_rewards()
-
-        updates_per_batch = args.steps_per_generation * args.num_iterations
-        if updates_per_batch <= args.gradient_accumulation_steps:
-            logger.info(
-                "One optimizer step per generated batch: the tau term has zero gradient and the update is REINFORCE "
-                "with a mean baseline. Set steps_per_generation > gradient_accumulation_steps or num_iterations > 1 "
-                "for tau to act."
-            )
-        self._gathered_rewards_per_func: torch.Tensor | None = None
-        self.sampler = self._make_sampler() if args.sampling_strategy != "uniform" else None
+        self._init_sampler()
         self._init_partial_rollouts()
 
     # ------------------------------------------------------------------ model card
@@ -176,8 +171,8 @@ class KimiMirrorDescentTrainer(PartialRolloutMixin, GRPOTrainer):
 
     # ------------------------------------------------------------------ rewards
     def _take_out_group_rewards(self) -> dict[int, LengthPenaltyReward]:
-        """Replace each LengthPenaltyReward in TRL's reward list by a stand-in that returns `None` per process; the
-        penalty itself is evaluated in `_calculate_rewards` after the gather."""
+        """Replace each LengthPenaltyReward in TRL's (copied) reward list by a stand-in that returns `None` per
+        process; the penalty itself is evaluated in `_calculate_rewards` after the gather."""
         penalties = {i: f for i, f in enumerate(self.reward_funcs) if isinstance(f, LengthPenaltyReward)}
         for i, penalty in penalties.items():
             name = penalty.correctness_reward
@@ -187,15 +182,20 @@ class KimiMirrorDescentTrainer(PartialRolloutMixin, GRPOTrainer):
                     f"LengthPenaltyReward(correctness_reward={name!r}): no reward function of that name; the trainer's "
                     f"correctness rewards are {others}. Pass one of those names, or correctness_column=..."
                 )
+            if self.args.sampling_strategy != "uniform" and self.args.success_reward == penalty.__name__:
+                raise ValueError(
+                    f"success_reward={penalty.__name__!r} names the length penalty, which says nothing about "
+                    "correctness; pass the name of the correctness reward."
+                )
             self.reward_funcs[i] = _EvaluatedAfterGather(penalty.__name__)
         return penalties
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        # TRL returns the rewards of every process (N_global, num_reward_funcs); keep them for the group baseline.
+        # TRL returns the rewards of every process (N_global, num_reward_funcs); the group columns are filled here,
+        # before TRL forms the total reward, the advantages and its logs from them.
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         if self._length_penalties:
             self._fill_length_penalties(rewards_per_func, inputs, completion_ids_list)
-        self._gathered_rewards_per_func = rewards_per_func
         return rewards_per_func
 
     def _fill_length_penalties(self, rewards_per_func, inputs, completion_ids_list) -> None:
@@ -225,148 +225,6 @@ class KimiMirrorDescentTrainer(PartialRolloutMixin, GRPOTrainer):
                 [torch.nan if r is None else r for r in rewards], dtype=rewards_per_func.dtype, device=device
             )
             self._metrics[mode][f"{penalty.__name__}/scale"].append(penalty.scale(step, max_steps))
-
-    # ------------------------------------------------------------------ advantages
-
-    def _generate_and_score_completions(self, inputs):
-        output = super()._generate_and_score_completions(inputs)
-        mode = "train" if self.model.training else "eval"
-        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
-
-        # Total reward as TRL forms it: weighted sum over reward functions, NaN where every function returned None.
-        rewards_per_func = self._gathered_rewards_per_func  # (N_global, F)
-        self._gathered_rewards_per_func = None
-        if mode == "train" and self.sampler is not None:
-            self._feed_back_success(inputs, rewards_per_func)
-        weights = self.reward_weights.to(rewards_per_func.device)
-        rewards = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)  # (N_global,)
-        rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
-        if self._repetition_penalties is not None:  # partial rollouts: repeated trajectories, cut and penalised
-            rewards = rewards + self._repetition_penalties.to(rewards)
-            self._repetition_penalties = None
-        advantages = mean_baseline_advantages(rewards, num_generations)  # (N_global,)
-
-        local_size = output["completion_ids"].size(0)
-        start = self.accelerator.process_index * local_size
-        output["advantages"] = advantages[start : start + local_size]  # (B_local,)
-        self._metrics[mode]["kimi/advantage_std"].append(advantages.std().item())
-        return output
-
-    # ------------------------------------------------------------------ sampling (§2.3.4)
-    def _make_sampler(self) -> KimiSampler:
-        args = self.args
-        if not isinstance(self.train_dataset, Dataset):
-            raise ValueError(
-                f"sampling_strategy={args.sampling_strategy!r} needs a map-style datasets.Dataset (it picks problems "
-                f"by index), got {type(self.train_dataset).__name__}. Load the dataset without streaming, or use "
-                "sampling_strategy='uniform'."
-            )
-        if args.success_reward is None and len(self.reward_func_names) > 1:
-            raise ValueError(
-                f"There are {len(self.reward_func_names)} reward functions {self.reward_func_names}; name the one that "
-                "says whether a sample is correct with --success_reward <name>."
-            )
-        if args.success_reward is not None and args.success_reward not in self.reward_func_names:
-            raise ValueError(
-                f"success_reward={args.success_reward!r} is not one of the reward functions {self.reward_func_names}; "
-                "pass one of these names."
-            )
-        common = dict(
-            num_generations=self.num_generations,
-            prompts_per_batch=args.generation_batch_size // self.num_generations,
-            repeat_count=self.num_iterations * args.steps_per_generation,
-            gradient_accumulation_steps=args.gradient_accumulation_steps,
-            seed=args.seed,
-            success_alpha=args.success_ema_alpha,
-            success_prior=args.success_prior,
-        )
-        if args.sampling_strategy == "prioritized":
-            return PrioritizedSampler(len(self.train_dataset), epsilon=args.prioritized_epsilon, **common)
-        difficulties = read_difficulties(self.train_dataset, args.difficulty_column)
-        return CurriculumSampler(
-            difficulties, schedule=args.curriculum_schedule, boundaries=args.curriculum_steps, **common
-        )
-
-    def _get_train_sampler(self, dataset=None):
-        if self.sampler is None:
-            return super()._get_train_sampler(dataset)
-        if dataset is not None and len(dataset) != self.sampler.num_problems:
-            raise ValueError(
-                f"The sampler was built for the {self.sampler.num_problems} problems of train_dataset, but the data "
-                f"loader holds {len(dataset)}; do not replace trainer.train_dataset after building the trainer."
-            )
-        return self.sampler  # one object for the whole run: its state must survive every `get_train_dataloader`
-
-    def _feed_back_success(self, inputs: list[dict], rewards_per_func: torch.Tensor) -> None:
-        """Success of each group of the generated batch → the sampler's success rates, plus `sampling/*` metrics."""
-        sampler, args = self.sampler, self.args
-        batch_id = sampler.num_updates  # batches are generated in the order they were drawn
-        indices = sampler.batch_indices(batch_id)  # (B,) problems of the batch, in global order
-        # The batch in hand must be the one the sampler drew: same global order as the sampler's, rank r holding
-        # slice r (accelerate's per-process batches). Anything else (dispatch_batches, a replaced data loader)
-        # would silently credit the wrong problems.
-        local_size = len(inputs)
-        start = self.accelerator.process_index * local_size
-        expected = [indices[j // self.num_generations] for j in range(start, start + local_size)]
-        prompts = {i: self.train_dataset[i]["prompt"] for i in set(expected)}
-        if [prompts[i] for i in expected] != [x["prompt"] for x in inputs]:
-            raise RuntimeError(
-                f"Generated batch {batch_id} on process {self.accelerator.process_index} does not hold the prompts "
-                f"the {type(sampler).__name__} drew for it. The sampler needs accelerate's default data loading "
-                "(each process iterates the sampler, no dispatch_batches or split_batches)."
-            )
-
-        name = args.success_reward or self.reward_func_names[0]
-        rewards = rewards_per_func[:, self.reward_func_names.index(name)].double()  # (N_global,)
-        success = torch.where(torch.isnan(rewards), torch.nan, (rewards >= args.success_threshold).double())
-        groups = success.view(-1, self.num_generations)  # (B, G)
-        valid = ~torch.isnan(groups)
-        group_success = torch.where(
-            valid.any(dim=1), groups.nan_to_num(0.0).sum(dim=1) / valid.sum(dim=1).clamp(min=1), torch.nan
-        )  # (B,)
-
-        metrics = self._metrics["train"]
-        metrics["sampling/success_rate_mean"].append(sampler.tracker.rates[indices].mean().item())
-        metrics["sampling/solved_fraction"].append((group_success == 1.0).double().mean().item())
-        metrics["sampling/weights_staleness"].append(batch_id - sampler.batch_version(batch_id))
-        if isinstance(sampler, CurriculumSampler):
-            if sampler.schedule == "staged":
-                metrics["sampling/curriculum_stage"].append(sampler.stage_of_batch(batch_id))
-            else:
-                metrics["sampling/curriculum_hard_fraction"].append(sampler.hard_fraction_of_batch(batch_id))
-        sampler.update(batch_id, group_success.tolist())
-
-    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
-        super()._save_optimizer_and_scheduler(output_dir)
-        if self.sampler is None or not self.args.should_save:
-            return  # every process holds the same sampler state; the main one writes it
-        state = self.sampler.state_dict()
-        # TRL regenerates a half-used batch on resume; KimiConfig only allows checkpoints between batches.
-        state["between_batches"] = self._step % (self.args.steps_per_generation * self.num_iterations) == 0
-        torch.save(state, os.path.join(output_dir, SAMPLING_STATE_NAME))
-
-    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
-        super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is None or self.sampler is None:
-            return
-        path = os.path.join(checkpoint, SAMPLING_STATE_NAME)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"sampling_strategy={self.args.sampling_strategy!r} but the checkpoint {checkpoint} has no "
-                f"{SAMPLING_STATE_NAME}: it was saved with another sampling strategy. Resume with that strategy."
-            )
-        if self.args.ignore_data_skip:
-            raise ValueError(
-                "ignore_data_skip=True restarts the epoch's data from its beginning, but the sampler resumes exactly "
-                "where it stopped; set ignore_data_skip=False to resume with a curriculum or prioritised sampler."
-            )
-        state = torch.load(path, weights_only=True)
-        if not state.pop("between_batches"):
-            raise ValueError(
-                f"The checkpoint {checkpoint} was saved in the middle of a generated batch, which TRL regenerates on "
-                "resume: its success would be fed back twice. Resume from a checkpoint between generated batches."
-            )
-        self.sampler.load_state_dict(state)
 
     # ------------------------------------------------------------------ optimizer reset
     def _prepare_inputs(self, generation_batch):

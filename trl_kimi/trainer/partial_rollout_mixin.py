@@ -10,7 +10,9 @@ TRL's `_generate_and_score_completions` runs unchanged on the rows of those comp
 `_generate_single_turn` hands back their stored completions instead of generating. Batch shapes are TRL's.
 
 Tested against TRL 1.16 (`_generate_and_score_completions`, `_generate`, `_generate_single_turn`,
-`_tokenize_prompts`, `generation_config` / `vllm_generation.max_completion_length`).
+`_calculate_rewards`, `_tokenize_prompts`, `generation_config` / `vllm_generation.max_completion_length`, the reward
+lists `reward_funcs` / `reward_func_names` / `reward_processing_classes` / `reward_weights`);
+`tests/test_trl_seams.py` pins them.
 """
 
 import contextlib
@@ -33,20 +35,26 @@ class PartialRolloutMixin:
     """
     Partial rollouts for a `GRPOTrainer` subclass (placed before `GRPOTrainer` in the bases); active when
     `args.partial_rollout_budget` is set, a pass-through otherwise. The subclass calls `_init_partial_rollouts()` at
-    the end of its `__init__` and adds `_repetition_penalties` (when not `None`) to the total reward.
+    the end of its `__init__`.
+
+    While TRL scores the complete groups, `_ready_trajectories` holds them (`None` otherwise): the hooks TRL calls
+    from `_generate_and_score_completions` read it. With repeat detection on, the mixin adds a reward column named
+    `partial_rollout_repetition_penalty` (weight 1) to TRL's reward lists: the configured penalty for a repeated
+    trajectory, 0 otherwise, so TRL's total reward, advantages and logs include it.
 
     Overrides, each wrapping `super()`:
     - `_generate_and_score_completions`: new rows → buffer; rounds until `generation_batch_size / num_generations`
       groups (per process share) are complete; TRL scores those groups; the groups leave the buffer only once scored;
     - `_generate_single_turn`: the stored completions of the complete groups (TRL's path otherwise);
     - `_generate`: the loss mask of stale segments (TRL's `tool_mask`, which the loss multiplies in);
+    - `_calculate_rewards`: the `partial_rollout_repetition_penalty` column, after TRL's gather;
     - `_save_optimizer_and_scheduler` / `_load_optimizer_and_scheduler`: the buffer of every process, in
       `kimi_rollout_buffer.pt`.
     """
 
     rollout_buffer: PartialRolloutBuffer | None = None
     _ready_trajectories: list | None = None
-    _repetition_penalties: torch.Tensor | None = None
+    _repetition_column: int | None = None  # index of the repetition-penalty reward column, when there is one
 
     def _init_partial_rollouts(self) -> None:
         args = self.args
@@ -86,6 +94,24 @@ class PartialRolloutMixin:
             # groups plus one batch: a larger size means a bug, and raises.
             capacity=(self._groups_per_batch + self._extra_groups) * self.num_generations,
         )
+        if args.partial_rollout_repetition_ngram_size is not None:
+            self._add_repetition_column()
+
+    def _add_repetition_column(self) -> None:
+        """A reward column for the repetition penalty, in TRL's reward lists (as TRL adds an environment's reward):
+        a stand-in returns `None` per process and `_calculate_rewards` fills it after the gather."""
+        column = RepetitionPenaltyColumn()
+        name = column.__name__
+        if name in self.reward_func_names:
+            raise ValueError(
+                f"A reward function is named {name!r}, the name of the partial rollouts' repetition penalty column; "
+                "rename it, or turn repeat detection off with partial_rollout_repetition_ngram_size=None."
+            )
+        self._repetition_column = len(self.reward_funcs)
+        self.reward_funcs.append(column)
+        self.reward_func_names.append(name)
+        self.reward_processing_classes.append(None)
+        self.reward_weights = torch.cat([self.reward_weights, torch.ones(1)])
 
     # ------------------------------------------------------------------ generation
     def _generate_and_score_completions(self, inputs):
@@ -114,10 +140,6 @@ class PartialRolloutMixin:
         generation_time = time.perf_counter() - start
 
         ready = buffer.peek_groups(self._groups_per_batch)
-        if self.args.partial_rollout_repetition_ngram_size is not None:
-            penalty = self.args.partial_rollout_repetition_penalty
-            local = torch.tensor([penalty * (t.status == "repeated") for t in ready], device=self.accelerator.device)
-            self._repetition_penalties = self.accelerator.gather(local)  # (N_global,), in TRL's gathered order
         self._ready_trajectories = ready
         try:
             output = super()._generate_and_score_completions([t.row for t in ready])
@@ -152,7 +174,23 @@ class PartialRolloutMixin:
         # to num_items_in_batch and to vLLM's importance-sampling ratio. The reward still reads the whole answer.
         iteration = self.rollout_buffer.iteration
         masks = [loss_token_mask(t.versions, iteration) for t in ready]
-        return (*result[:2], masks, *result[3:])
+        prompt_ids, completion_ids, _tool_mask, completions, logprobs, extra_fields, images, tool_images = result
+        return prompt_ids, completion_ids, masks, completions, logprobs, extra_fields, images, tool_images
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)  # (N, F)
+        column = self._repetition_column
+        if column is None:
+            return rewards_per_func
+        penalty = self.args.partial_rollout_repetition_penalty
+        ready = self._ready_trajectories or ()  # none outside training: nothing was cut
+        local = [penalty if t.status == "repeated" else 0.0 for t in ready] or [0.0] * len(prompts)
+        gathered = self.accelerator.gather(torch.tensor(local, device=rewards_per_func.device))  # (N_global,)
+        # A sample every other reward function declined stays unscorable (NaN), as TRL treats it.
+        others = torch.cat([rewards_per_func[:, :column], rewards_per_func[:, column + 1 :]], dim=1)  # (N, F-1)
+        unscorable = torch.isnan(others).all(dim=1)
+        rewards_per_func[:, column] = torch.where(unscorable, torch.nan, gathered.to(rewards_per_func.dtype))
+        return rewards_per_func
 
     def _generate_round(self, inputs: list[list[int]], max_new_tokens: int):
         """One budgeted round through TRL's generation (a continuation is a generation from a longer prompt)."""
@@ -228,48 +266,53 @@ class PartialRolloutMixin:
             for r, seconds in zip(rounds, round_times, strict=False)  # a round with nothing to do makes no call
             if r.longest_decode
         )
+        # Summed over processes, then the maxima over processes: one gather for both.
+        sums = {
+            "buffer_size": len(buffer),
+            "resumed": sum(r.num_resumed for r in rounds),
+            "sequences": sum(r.num_sequences for r in rounds),
+            "tokens_generated": sum(r.tokens_generated for r in rounds),
+            "tokens_generated_total": buffer.tokens_generated,
+            "tokens_popped_total": buffer.tokens_popped,
+            "tokens_in_flight": sum(len(t.completion_ids) for t in buffer.trajectories),
+            "continuations": sum(t.num_continuations for t in ready),
+            "samples": len(ready),
+            "repeated": sum(t.status == "repeated" for t in ready),
+            "truncated": sum(t.status == "truncated" for t in ready),
+            "masked_tokens": masked,
+            "tokens": len(versions),
+        }
+        maxes = {
+            "continuations_max": max(t.num_continuations for t in ready),
+            "rounds": len(rounds),
+            "longest_sample_wait_s": waiting,
+            "generation_time_s": generation_time,
+        }
         local = torch.tensor(
-            [
-                len(buffer),
-                sum(r.num_resumed for r in rounds),
-                sum(r.num_sequences for r in rounds),
-                sum(r.tokens_generated for r in rounds),
-                buffer.tokens_generated,
-                buffer.tokens_popped,
-                buffer.tokens_discarded,
-                sum(len(t.completion_ids) for t in buffer.trajectories),  # tokens still in flight
-                sum(t.num_continuations for t in ready),
-                max(t.num_continuations for t in ready),
-                len(ready),
-                sum(t.status == "repeated" for t in ready),
-                sum(t.status == "truncated" for t in ready),
-                masked,
-                len(versions),
-                len(rounds),
-                waiting,
-                generation_time,
-            ],
-            dtype=torch.float64,
-            device=self.accelerator.device,
-        )
-        g = self.accelerator.gather(local.unsqueeze(0))  # (P, 18)
-        s, m = g.sum(dim=0).tolist(), g.max(dim=0).values.tolist()
+            [[*sums.values(), *maxes.values()]], dtype=torch.float64, device=self.accelerator.device
+        )  # (1, S + M)
+        gathered = self.accelerator.gather(local)  # (P, S + M)
+        s = dict(zip(sums, gathered[:, : len(sums)].sum(dim=0).tolist(), strict=True))
+        m = dict(zip(maxes, gathered[:, len(sums) :].max(dim=0).values.tolist(), strict=True))
         metrics = self._metrics["train"]
-        metrics["partial_rollouts/buffer_size"].append(s[0])
-        metrics["partial_rollouts/resumed_fraction"].append(s[1] / max(s[2], 1))
-        metrics["partial_rollouts/tokens_generated"].append(s[3])
+        metrics["partial_rollouts/buffer_size"].append(s["buffer_size"])
+        metrics["partial_rollouts/resumed_fraction"].append(s["resumed"] / max(s["sequences"], 1))
+        metrics["partial_rollouts/tokens_generated"].append(s["tokens_generated"])
         # Tokens that ended in a trained sample / tokens generated, since the start (tokens still in flight count
         # as generated and not yet useful; `useful_token_fraction_settled` leaves them out).
-        metrics["partial_rollouts/useful_token_fraction"].append(s[5] / max(s[4], 1))
-        metrics["partial_rollouts/useful_token_fraction_settled"].append(s[5] / max(s[4] - s[7], 1))
-        metrics["partial_rollouts/continuations_mean"].append(s[8] / max(s[10], 1))
-        metrics["partial_rollouts/continuations_max"].append(m[9])
-        metrics["partial_rollouts/repeated_fraction"].append(s[11] / max(s[10], 1))
-        metrics["partial_rollouts/truncated_fraction"].append(s[12] / max(s[10], 1))
-        metrics["partial_rollouts/masked_token_fraction"].append(s[13] / max(s[14], 1))
-        metrics["partial_rollouts/rounds"].append(m[15])
-        metrics["partial_rollouts/longest_sample_wait_s"].append(m[16])
-        metrics["partial_rollouts/generation_time_s"].append(m[17])
+        generated, popped = s["tokens_generated_total"], s["tokens_popped_total"]
+        metrics["partial_rollouts/useful_token_fraction"].append(popped / max(generated, 1))
+        metrics["partial_rollouts/useful_token_fraction_settled"].append(
+            popped / max(generated - s["tokens_in_flight"], 1)
+        )
+        metrics["partial_rollouts/continuations_mean"].append(s["continuations"] / max(s["samples"], 1))
+        metrics["partial_rollouts/continuations_max"].append(m["continuations_max"])
+        metrics["partial_rollouts/repeated_fraction"].append(s["repeated"] / max(s["samples"], 1))
+        metrics["partial_rollouts/truncated_fraction"].append(s["truncated"] / max(s["samples"], 1))
+        metrics["partial_rollouts/masked_token_fraction"].append(s["masked_tokens"] / max(s["tokens"], 1))
+        metrics["partial_rollouts/rounds"].append(m["rounds"])
+        metrics["partial_rollouts/longest_sample_wait_s"].append(m["longest_sample_wait_s"])
+        metrics["partial_rollouts/generation_time_s"].append(m["generation_time_s"])
 
     # ------------------------------------------------------------------ checkpoints
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
@@ -298,3 +341,13 @@ class PartialRolloutMixin:
                 f"{self.accelerator.num_processes}. Resume with {saved['world_size']} processes."
             )
         self.rollout_buffer.load_state_dict(saved["processes"][self.accelerator.process_index])
+
+
+class RepetitionPenaltyColumn:
+    """Stands in for the repetition penalty in TRL's per-process reward loop: `None` ("not applicable") for every
+    sample, until `PartialRolloutMixin._calculate_rewards` fills the column from the gathered batch."""
+
+    __name__ = "partial_rollout_repetition_penalty"
+
+    def __call__(self, completions: list, **kwargs: Any) -> list[None]:
+        return [None] * len(completions)
