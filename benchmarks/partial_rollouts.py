@@ -84,6 +84,9 @@ class BenchmarkArguments:
     min_iterations: int = field(default=8, metadata={"help": "Iterations each run makes even past the budget."})
     num_length_samples: int = field(default=400, metadata={"help": "Samples measuring the length distribution."})
     threads: int = field(default=2, metadata={"help": "torch CPU threads."})
+    reuse_sft: bool = field(
+        default=False, metadata={"help": "Load output_dir/sft_model from an earlier run instead of repeating the SFT."}
+    )
     runs: list[str] = field(
         default_factory=lambda: list(RUNS),
         metadata={
@@ -365,9 +368,12 @@ def main(args: BenchmarkArguments) -> dict:
     tokenizer = arithmetic.make_tokenizer()
     model = arithmetic.make_model(tokenizer, args.hidden_size, args.num_layers, seed=args.seed)
     sft = long_tailed_sft_dataset(args)
-    warm_start(args, model, tokenizer, sft)
     model_dir = out / "sft_model"
-    model.save_pretrained(model_dir)
+    if args.reuse_sft and (model_dir / "config.json").is_file():
+        model = type(model).from_pretrained(model_dir)  # the same SFT, from an earlier run with the same arguments
+    else:
+        warm_start(args, model, tokenizer, sft)
+        model.save_pretrained(model_dir)
     dataset = arithmetic.make_rl_dataset(args.num_train_prompts, seed=args.seed + 1, exclude=sft)
     lengths = length_profile(model, tokenizer, dataset["prompt"][: args.num_length_samples], args)
     print(f"SFT done in {time.perf_counter() - start:.0f} s; lengths {lengths}", flush=True)

@@ -321,6 +321,7 @@ def test_trainer_keeps_groups_whole_masks_stale_segments_and_logs(tmp_path):
             assert tool_mask[: len(versions)] == expected, row
             assert sum(completion_mask) == len(versions)
             stale_tokens += len(versions) - sum(expected)
+            assert sum(expected) >= 1  # every trained sample keeps its newest segment
     assert stale_tokens > 0  # some trained samples did carry stale segments
     logs = trainer.state.log_history[:-1]
     for name in (
