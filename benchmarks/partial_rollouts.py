@@ -20,7 +20,7 @@ also without the tokens still in flight at the end), and the reward (exact-answe
 every run over the same wall time.
 
 ```bash
-python benchmarks/partial_rollouts.py                                     # default: ~8 min on 2 CPU cores
+python benchmarks/partial_rollouts.py                                     # default: SFT + 3 x 120 s of RL
 python benchmarks/partial_rollouts.py --time_budget 20 --sft_steps 60     # smoke
 python benchmarks/partial_rollouts.py --learning_rate 0 --runs full partial  # the rollouts alone, policy held fixed
 ```
