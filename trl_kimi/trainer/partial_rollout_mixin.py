@@ -51,7 +51,8 @@ class PartialRolloutMixin:
     - `_generate_and_score_completions`: new rows → buffer; rounds until `generation_batch_size / num_generations`
       groups (per process share) are complete; TRL scores those groups; the groups leave the buffer only once scored;
     - `_generate_single_turn`: the stored completions of the complete groups (TRL's path otherwise);
-    - `_generate`: the loss mask of stale segments (TRL's `tool_mask`, which the loss multiplies in);
+    - `_generate`: with `partial_rollout_stale_tokens_in_loss=False`, the loss mask of the segments before each
+      trajectory's newest (TRL's `tool_mask`, which the loss multiplies in);
     - `_save_optimizer_and_scheduler` / `_load_optimizer_and_scheduler`: the buffer of every process, in
       `kimi_rollout_buffer.pt`.
     """
