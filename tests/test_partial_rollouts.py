@@ -41,10 +41,10 @@ def test_spec_worked_token_accounting():
         stats = buffer.generate_round(generate)
         table.append((stats.tokens_generated, stats.longest_decode, [len(t.completion_ids) for t in (a, b, c)]))
         if iteration == 3:
-            # b finished with 88 new tokens: with masking its loss covers exactly those.
-            assert sum(loss_token_mask(b.versions, iteration)) == 88
+            # b finished with 88 new tokens: with exclusion its loss covers exactly those, by default all 600.
+            assert sum(loss_token_mask(b.versions, exclude_stale_segments=True)) == 88
             assert b.segments == [[1, 256], [2, 256], [3, 88]]
-            assert sum(loss_token_mask(b.versions, iteration, stale_tokens_in_loss=True)) == 600
+            assert sum(loss_token_mask(b.versions)) == 600
     assert table == [
         (612, 256, [100, 256, 256]),
         (512, 256, [100, 512, 512]),
@@ -87,8 +87,67 @@ def test_groups_leave_only_complete_and_in_order():
     assert len(generate_until_ready(buffer, generate, num_groups=1)) == 2  # 4 → 8 → 9 tokens
     (first, second) = buffer.pop_groups(1)
     assert second.segments == [[1, 4], [2, 4], [2, 1]] and second.num_continuations == 2
-    assert loss_token_mask(first.versions, 2) == [0, 0, 0]  # finished at iteration 1: all stale
-    assert sum(loss_token_mask(second.versions, 2)) == 5
+    # The first sample finished at iteration 1 and waited for its sibling: its tokens are not stale, even with
+    # exclusion; the sibling's newest segment (iteration 2) is 5 tokens.
+    assert loss_token_mask(first.versions, exclude_stale_segments=True) == [1, 1, 1]
+    assert sum(loss_token_mask(second.versions, exclude_stale_segments=True)) == 5
+
+
+def replay_trainer_calls(low: int, high: int, exclude_stale_segments: bool, iterations: int = 8):
+    """The buffer calls the trainer makes per generated batch (priming with the default extra groups, one batch's
+    worth; add the batch; rounds until enough complete groups; mask; pop), with answers of `low`..`high` tokens.
+    Returns, per batch, (tokens in the loss, tokens, tokens in the loss under the old rule "this iteration only")."""
+    import random
+
+    rng = random.Random(0)
+    k, groups_per_batch = 4, 2
+    buffer = PartialRolloutBuffer(num_generations=k, token_budget=256, max_length=1024, eos_token_ids=[EOS])
+    targets = {}
+
+    def add(num_groups):
+        first = buffer.next_group_id
+        buffer.add([{"prompt": "p"}] * (num_groups * k), [[5]] * (num_groups * k))
+        for g in range(first, buffer.next_group_id):
+            for j in range(k):
+                targets[g, j] = rng.randint(low, high)
+
+    def generate(inputs, max_new_tokens):
+        out = []
+        for t in buffer.running():
+            n = min(max_new_tokens, targets[t.group_id, t.sample_index] - len(t.completion_ids))
+            out.append(
+                [7] * (n - 1) + [EOS] if len(t.completion_ids) + n == targets[t.group_id, t.sample_index] else [7] * n
+            )
+        return out, None
+
+    add(groups_per_batch)  # the extra groups, drawn once
+    batches = []
+    for _ in range(iterations):
+        add(groups_per_batch)
+        iteration = buffer.begin_iteration()
+        generate_until_ready(buffer, generate, groups_per_batch)
+        ready = buffer.pop_groups(groups_per_batch)
+        in_loss = sum(sum(loss_token_mask(t.versions, exclude_stale_segments)) for t in ready)
+        assert all(sum(loss_token_mask(t.versions, exclude_stale_segments)) >= 1 for t in ready)  # none dropped
+        old_rule = sum(v == iteration for t in ready for v in t.versions)
+        batches.append((in_loss, sum(len(t.completion_ids) for t in ready), old_rule))
+    return batches
+
+
+@pytest.mark.parametrize("exclude_stale_segments", [False, True])
+@pytest.mark.parametrize(("low", "high"), [(20, 200), (20, 900)])
+def test_replay_every_batch_has_tokens_in_the_loss(low, high, exclude_stale_segments):
+    # The issue's replay: groups that finished early wait in the buffer a batch or more; the old rule (tokens of the
+    # training iteration only) left whole batches with no token in the loss.
+    batches = replay_trainer_calls(low, high, exclude_stale_segments)
+    assert all(in_loss > 0 for in_loss, _, _ in batches), batches
+    assert any(old_rule == 0 for _, _, old_rule in batches)  # the replay does make groups wait
+    if not exclude_stale_segments:
+        assert all(in_loss == total for in_loss, total, _ in batches)  # the default: every token
+    elif high <= 256:
+        assert all(in_loss == total for in_loss, total, _ in batches)  # one round each: nothing stale
+    else:
+        assert any(0 < in_loss < total for in_loss, total, _ in batches)  # continued answers lose their start
 
 
 def test_repeat_detection_cuts_and_marks_the_trajectory():
@@ -182,7 +241,7 @@ def test_config_rejects_bad_values(tmp_path, overrides, message):
 def test_partial_rollouts_are_off_by_default(tmp_path):
     config = tiny_config(tmp_path)
     assert config.partial_rollout_budget is None
-    assert config.partial_rollout_stale_tokens_in_loss is False
+    assert config.partial_rollout_stale_tokens_in_loss is True  # the spec's default: every token in the loss
     assert (config.partial_rollout_repetition_ngram_size, config.partial_rollout_repetition_max_repeats) == (32, 3)
     assert config.partial_rollout_repetition_penalty == -0.5
 
@@ -205,6 +264,7 @@ class RecordingTrainer(KimiMirrorDescentTrainer):
                     "completions": [list(t.completion_ids) for t in ready],
                     "versions": [t.versions for t in ready],
                     "statuses": [t.status for t in ready],
+                    "prompts": [t.row["prompt"] for t in ready],
                     "iteration": self.rollout_buffer.iteration,
                 }
             )
@@ -234,7 +294,13 @@ def make_trainer(output_dir, reward_funcs=digit_fraction_reward, dataset=None, *
 
 def test_trainer_keeps_groups_whole_masks_stale_segments_and_logs(tmp_path):
     # 2 groups of 3 per batch, budget 3 of at most 8 tokens: trajectories need up to 3 rounds.
-    trainer = make_trainer(tmp_path, max_steps=6, partial_rollout_budget=3, partial_rollout_extra_groups=1)
+    trainer = make_trainer(
+        tmp_path,
+        max_steps=6,
+        partial_rollout_budget=3,
+        partial_rollout_extra_groups=1,
+        partial_rollout_stale_tokens_in_loss=False,
+    )
     trainer.train()
     assert len(trainer.batches) == 6
     seen = set()
@@ -247,14 +313,15 @@ def test_trainer_keeps_groups_whole_masks_stale_segments_and_logs(tmp_path):
         assert not seen & set(keys)
         seen |= set(keys)
         assert all(s != "running" for s in batch["statuses"])
-        # The loss mask: completion tokens of the current iteration only.
+        # The loss mask: each trajectory's newest segment only.
         for row, (versions, tool_mask, completion_mask) in enumerate(
             zip(batch["versions"], batch["tool_mask"], batch["completion_mask"], strict=True)
         ):
-            expected = loss_token_mask(versions, batch["iteration"])
+            expected = loss_token_mask(versions, exclude_stale_segments=True)
             assert tool_mask[: len(versions)] == expected, row
             assert sum(completion_mask) == len(versions)
             stale_tokens += len(versions) - sum(expected)
+            assert sum(expected) >= 1  # every trained sample keeps its newest segment
     assert stale_tokens > 0  # some trained samples did carry stale segments
     logs = trainer.state.log_history[:-1]
     for name in (
@@ -277,8 +344,8 @@ def test_trainer_keeps_groups_whole_masks_stale_segments_and_logs(tmp_path):
     assert buffer.tokens_popped == sum(len(c) for b in trainer.batches for c in b["completions"])
 
 
-def test_stale_tokens_in_loss_option_trains_every_token(tmp_path):
-    trainer = make_trainer(tmp_path, max_steps=3, partial_rollout_budget=3, partial_rollout_stale_tokens_in_loss=True)
+def test_default_trains_every_token(tmp_path):
+    trainer = make_trainer(tmp_path, max_steps=3, partial_rollout_budget=3)
     trainer.train()
     assert all(batch["tool_mask"] is None for batch in trainer.batches)
     assert all(log["partial_rollouts/masked_token_fraction"] == 0 for log in trainer.state.log_history[:-1])
@@ -358,9 +425,11 @@ def test_checkpoint_kill_resume_gives_the_same_buffer_and_next_batches(tmp_path)
 
 def test_resume_refuses_a_buffer_from_another_config(tmp_path):
     make_trainer(tmp_path, max_steps=1, partial_rollout_budget=3, save_strategy="steps", save_steps=1).train()
+    saved = (tmp_path / "checkpoint-1" / ROLLOUT_BUFFER_NAME).read_bytes()
     other = make_trainer(tmp_path, max_steps=2, partial_rollout_budget=4, save_strategy="steps", save_steps=1)
-    with pytest.raises(ValueError, match=r"token_budget: saved 3, now 4"):
+    with pytest.raises(ValueError, match=r"token_budget: saved 3, now 4"):  # another budget: refused, not mixed
         other.train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
+    assert (tmp_path / "checkpoint-1" / ROLLOUT_BUFFER_NAME).read_bytes() == saved  # nothing lost: resumable as it was
     plain = make_trainer(tmp_path / "plain", max_steps=1, save_strategy="steps", save_steps=1)
     plain.train()
     budgeted = make_trainer(tmp_path / "plain", max_steps=2, partial_rollout_budget=3)
@@ -405,6 +474,54 @@ def test_trainer_rejects_rows_whose_columns_change(tmp_path):
         trainer._check_rows([{"prompt": "a1b2="}] * 3)
 
 
+def test_image_prompts_are_refused_at_init_and_per_batch(tmp_path):
+    dataset = arithmetic.make_rl_dataset(24, seed=0, max_terms=3)
+    with pytest.raises(ValueError, match=r"cannot be combined with image prompts \(found: image\)"):
+        make_trainer(tmp_path, dataset=dataset.add_column("image", [None] * 24), partial_rollout_budget=3)
+    make_trainer(tmp_path, dataset=dataset.add_column("image", [None] * 24))  # without partial rollouts: TRL's path
+    # Images inside conversational prompts are only seen per batch, before anything enters the buffer.
+    trainer = make_trainer(tmp_path, partial_rollout_budget=3)
+    prompt = [{"role": "user", "content": [{"type": "image", "image": None}, {"type": "text", "text": "a1b2="}]}]
+    with pytest.raises(ValueError, match=r"image prompts \(found: an image content block in a prompt\)"):
+        trainer._check_rows([{"prompt": "a1b2="}] * 3 + [{"prompt": prompt}] * 3)
+    assert len(trainer.rollout_buffer) == 0
+
+
+def no_reward(prompt: str) -> bool:
+    return sum(map(ord, prompt)) % 2 == 0
+
+
+class NoneForSomeGroups:
+    """Returns `None` (TRL's "not applicable") for every sample of some prompts (those of even character sum)."""
+
+    __name__ = "none_for_some_groups"
+
+    def __call__(self, prompts, completions, **kwargs):
+        rewards = digit_fraction_reward(completions)
+        return [None if no_reward(p) else r for p, r in zip(prompts, rewards, strict=True)]
+
+
+def test_a_reward_returning_none_for_a_group_trains_it_with_zero_advantage_and_loses_nothing(tmp_path):
+    # Documented behaviour: TRL turns None into NaN; a sample with no reward is left out of its group's baseline and
+    # gets advantage 0, so a group without any reward is scored (it leaves the buffer) but moves nothing.
+    trainer = make_trainer(tmp_path, reward_funcs=NoneForSomeGroups(), max_steps=4, partial_rollout_budget=3)
+    trainer.train()
+    groups = {True: 0, False: 0}
+    for batch in trainer.batches:
+        for g in range(0, 6, 3):
+            advantages = torch.tensor(batch["advantages"][g : g + 3])
+            groups[no_reward(batch["prompts"][g])] += 1
+            assert torch.isfinite(advantages).all()
+            if no_reward(batch["prompts"][g]):
+                assert advantages.abs().max() == 0
+    assert groups[True] > 0 and groups[False] > 0
+    trained = [k for b in trainer.batches for k in b["keys"]]
+    assert len(trained) == len(set(trained)) == 24
+    buffer = trainer.rollout_buffer
+    in_flight = sum(len(t.completion_ids) for t in buffer.trajectories)
+    assert buffer.tokens_generated == buffer.tokens_popped + buffer.tokens_discarded + in_flight
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="vLLM needs CUDA")
 @pytest.mark.parametrize("mode", ["colocate"])
 def test_vllm_partial_rollouts(tmp_path, mode):
@@ -420,3 +537,31 @@ def test_vllm_partial_rollouts(tmp_path, mode):
     )
     trainer.train()
     assert all(len(batch["keys"]) == 6 for batch in trainer.batches)
+
+
+@pytest.mark.slow
+def test_two_processes_agree_the_round_limit_like_a_vllm_server(tmp_path):
+    # tests/scripts/two_process_partial_rollout_rounds.py: the server generates everyone's sequences with the main
+    # process's limit. Budget 4, maximum 11 (not a multiple of 4).
+    import json
+
+    from tests.test_multiprocess import run_two_processes
+
+    run_two_processes("two_process_partial_rollout_rounds.py", tmp_path)
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0["world_size"] == 2
+
+    # Round 3: rank 0 has nothing to continue (limit 1), rank 1 needs 3 tokens: the server used 3, not rank 0's 1.
+    starved0, starved1 = rank0["starved"], rank1["starved"]
+    assert starved0["local_limits"] == [4, 4, 1] and starved1["local_limits"] == [4, 4, 3]
+    assert starved0["server_max_tokens"] == [4, 4, 3]  # the maximum over the processes, each round
+    assert starved0["rounds"] == starved1["rounds"] == 3
+    assert starved1["segments"] == [[4, 4, 3], [2]] and starved1["statuses"] == ["truncated", "finished"]
+    assert starved0["segments"] == [[4, 2], [3]] and starved0["statuses"] == ["finished", "finished"]
+
+    # Round 1: rank 0's limit 4, rank 1's 2: the server generated 4 for both, rank 1 kept its 2.
+    over0, over1 = rank0["over_limit"], rank1["over_limit"]
+    assert over0["server_max_tokens"] == [4, 4] and over1["local_limits"][0] == 2
+    assert over1["segments"] == [[9, 2]] and over1["lengths"] == [11] and over1["statuses"] == ["truncated"]
+    assert over0["segments"] == [[3, 4, 4]] and over0["lengths"] == [11]
+    assert over0["tokens_discarded"] == over1["tokens_discarded"] == 0  # trimmed before the buffer, not generated

@@ -61,7 +61,7 @@ class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
       and saves it with every checkpoint;
     - with `partial_rollout_budget` set (§2.6), [`~trl_kimi.trainer.partial_rollout_mixin.PartialRolloutMixin`]
       routes generation through a [`~trl_kimi.PartialRolloutBuffer`] (`self.rollout_buffer`): rounds of at most the
-      budget, complete groups only, stale segments masked out of the loss, a `partial_rollout_repetition_penalty`
+      budget, complete groups only, earlier segments kept in the loss (or masked on request), a `partial_rollout_repetition_penalty`
       reward column for repeated trajectories, the buffer saved in `kimi_rollout_buffer.pt` with every checkpoint.
 
     The TRL methods and attributes used are pinned in `tests/test_trl_seams.py`.

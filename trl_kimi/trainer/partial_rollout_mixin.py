@@ -31,6 +31,18 @@ from ..partial_rollouts import PartialRolloutBuffer, RoundStats, generate_until_
 ROLLOUT_BUFFER_NAME = "kimi_rollout_buffer.pt"  # written next to the optimizer state in each checkpoint
 
 
+def _has_image_block(prompt: Any) -> bool:
+    """Whether a conversational prompt holds an image content block (TRL's multimodal message format)."""
+    if not isinstance(prompt, list):
+        return False
+    return any(
+        isinstance(part, dict) and part.get("type") == "image"
+        for message in prompt
+        if isinstance(message, dict) and isinstance(message.get("content"), list)
+        for part in message["content"]
+    )
+
+
 class PartialRolloutMixin:
     """
     Partial rollouts for a `GRPOTrainer` subclass (placed before `GRPOTrainer` in the bases); active when
@@ -46,7 +58,8 @@ class PartialRolloutMixin:
     - `_generate_and_score_completions`: new rows → buffer; rounds until `generation_batch_size / num_generations`
       groups (per process share) are complete; TRL scores those groups; the groups leave the buffer only once scored;
     - `_generate_single_turn`: the stored completions of the complete groups (TRL's path otherwise);
-    - `_generate`: the loss mask of stale segments (TRL's `tool_mask`, which the loss multiplies in);
+    - `_generate`: with `partial_rollout_stale_tokens_in_loss=False`, the loss mask of the segments before each
+      trajectory's newest (TRL's `tool_mask`, which the loss multiplies in);
     - `_calculate_rewards`: the `partial_rollout_repetition_penalty` column, after TRL's gather;
     - `_save_optimizer_and_scheduler` / `_load_optimizer_and_scheduler`: the buffer of every process, in
       `kimi_rollout_buffer.pt`.
@@ -71,6 +84,8 @@ class PartialRolloutMixin:
                 f"partial_rollout_budget cannot be combined with {names}: a continuation resumes a plain completion. "
                 "Leave partial_rollout_budget unset for multi-turn or custom rollouts."
             )
+        columns = getattr(self.train_dataset, "column_names", None) or []  # None for some iterable datasets
+        self._refuse_images([c for c in ("image", "images") if c in columns])
         per_process = args.per_device_train_batch_size * args.steps_per_generation
         self._groups_per_batch = per_process // self.num_generations
         extra = args.partial_rollout_extra_groups
@@ -122,7 +137,7 @@ class PartialRolloutMixin:
         if buffer.iteration == 0 and not buffer.trajectories and self._extra_groups:
             self._prime(inputs)
         buffer.add(inputs, self._tokenize_prompts([x["prompt"] for x in inputs])[0])
-        iteration = buffer.begin_iteration()
+        buffer.begin_iteration()
 
         start = time.perf_counter()
         collective = self.accelerator.num_processes > 1
@@ -148,7 +163,7 @@ class PartialRolloutMixin:
         # Only a scored batch leaves the buffer: if scoring raised, its groups are still there (nothing lost), and a
         # checkpoint (taken between batches) never holds a group that was already trained.
         buffer.pop_groups(self._groups_per_batch)
-        self._log_partial_rollouts(ready, rounds, round_times, generation_time, iteration)
+        self._log_partial_rollouts(ready, rounds, round_times, generation_time)
         return output
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
@@ -170,10 +185,10 @@ class PartialRolloutMixin:
         ready = self._ready_trajectories
         if ready is None or self.args.partial_rollout_stale_tokens_in_loss:
             return result
-        # Only tokens of the current policy count in the loss: TRL's tool_mask (1 = trained) carries it to the loss,
-        # to num_items_in_batch and to vLLM's importance-sampling ratio. The reward still reads the whole answer.
-        iteration = self.rollout_buffer.iteration
-        masks = [loss_token_mask(t.versions, iteration) for t in ready]
+        # Only each trajectory's newest segment counts in the loss (never judged against the training iteration: a
+        # group that waited in the buffer keeps its tokens). TRL's tool_mask (1 = trained) carries it to the loss, to
+        # num_items_in_batch and to vLLM's importance-sampling ratio. The reward still reads the whole answer.
+        masks = [loss_token_mask(t.versions, exclude_stale_segments=True) for t in ready]
         prompt_ids, completion_ids, _tool_mask, completions, logprobs, extra_fields, images, tool_images = result
         return prompt_ids, completion_ids, masks, completions, logprobs, extra_fields, images, tool_images
 
@@ -194,12 +209,16 @@ class PartialRolloutMixin:
 
     def _generate_round(self, inputs: list[list[int]], max_new_tokens: int):
         """One budgeted round through TRL's generation (a continuation is a generation from a longer prompt)."""
-        num_local = len(inputs)
+        num_local, local_limit = len(inputs), max_new_tokens
         if self.accelerator.num_processes > 1:
             # vLLM server and TP colocate slice their gathered outputs by this process's count, so every process
             # sends as many sequences: pad with copies (their outputs are dropped). At least one: FSDP, ZeRO-3 and
-            # vLLM make generation a collective call.
-            count = int(self.accelerator.reduce(torch.tensor(num_local, device=self.accelerator.device), "max"))
+            # vLLM make generation a collective call. The round's token limit is agreed too: vLLM server mode
+            # generates every process's sequences with the main process's limit, so all processes use the largest
+            # (a process with nothing to continue must not starve the others to its 1 token) and trim their own
+            # outputs to their own limit below.
+            local = torch.tensor([num_local, max_new_tokens], device=self.accelerator.device)
+            count, max_new_tokens = (int(x) for x in self.accelerator.reduce(local, "max"))
             filler = inputs[-1] if inputs else self.rollout_buffer.trajectories[-1].prompt_ids  # never empty here
             inputs = inputs + [filler] * (max(count, 1) - num_local)
         if not inputs:
@@ -208,8 +227,8 @@ class PartialRolloutMixin:
         # call per length class would repeat the round's decode steps, which cost more than the padding.
         with self._generation_limit(max_new_tokens):
             ids, logprobs = super()._generate_single_turn(inputs, None, {}, 1)
-        ids = [list(x) for x in ids]
-        return ids[:num_local], None if logprobs is None else logprobs[:num_local]
+        ids = [list(x)[:local_limit] for x in ids[:num_local]]
+        return ids, None if logprobs is None else [list(lp)[:local_limit] for lp in logprobs[:num_local]]
 
     @contextlib.contextmanager
     def _generation_limit(self, max_new_tokens: int):
@@ -228,8 +247,23 @@ class PartialRolloutMixin:
     def _any_process(self, need: bool) -> bool:
         return bool(self.accelerator.reduce(torch.tensor(int(need), device=self.accelerator.device), "sum") > 0)
 
+    def _refuse_images(self, sources: list[str]) -> None:
+        if sources:
+            raise ValueError(
+                f"partial_rollout_budget cannot be combined with image prompts (found: {', '.join(sources)}): a "
+                "continuation is generated from the prompt's token ids plus the completion so far, without the "
+                "images' pixel values, so the continued answer would not see the images. Leave partial_rollout_budget "
+                "unset for prompts with images, or drop the image columns."
+            )
+
     def _check_rows(self, inputs: list[dict[str, Any]]) -> None:
         """Every buffered trajectory is scored with its own row: the columns must stay those the buffer holds."""
+        # Image columns were refused at init when the dataset lists its columns; images may also be content blocks
+        # of conversational prompts.
+        sources = [c for c in ("image", "images") if c in inputs[0]]
+        if any(_has_image_block(x["prompt"]) for x in inputs):
+            sources.append("an image content block in a prompt")
+        self._refuse_images(sources)
         buffered = self.rollout_buffer.trajectories
         if not buffered:
             return
@@ -254,11 +288,15 @@ class PartialRolloutMixin:
 
     # ------------------------------------------------------------------ metrics
     def _log_partial_rollouts(
-        self, ready, rounds: list[RoundStats], round_times: list[float], generation_time: float, iteration: int
+        self, ready, rounds: list[RoundStats], round_times: list[float], generation_time: float
     ) -> None:
         buffer = self.rollout_buffer
         versions = [v for t in ready for v in t.versions]
-        masked = 0 if self.args.partial_rollout_stale_tokens_in_loss else sum(v != iteration for v in versions)
+        masked = (
+            0
+            if self.args.partial_rollout_stale_tokens_in_loss
+            else sum(len(t.versions) - sum(loss_token_mask(t.versions, exclude_stale_segments=True)) for t in ready)
+        )
         # Time the batch waited on its longest sample: in each round, the decode steps after the average sequence
         # had its tokens, as a share of the round's time.
         waiting = sum(
