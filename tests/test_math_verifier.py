@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from trl_kimi.verifiers import math_verifier
+from trl_kimi.verifiers import _math_worker
 from trl_kimi.verifiers.math_verifier import MathVerifier, extract_answer, math_reward, normalise_answer
 
 
@@ -318,17 +318,17 @@ def test_workers_die_with_their_parent():
         """
         import importlib.util, os, sys
         # loaded by path: importing the `trl_kimi` package would spend seconds importing torch
-        spec = importlib.util.spec_from_file_location("math_verifier", sys.argv[1])
+        spec = importlib.util.spec_from_file_location("math_worker", sys.argv[1])
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        verifier = module.MathVerifier(num_workers=2)
-        verifier(["\\\\boxed{x+1}"] * 2, solution=["1+x"] * 2)
-        print(" ".join(str(w.process.pid) for w in verifier._pool.workers), flush=True)
+        pool = module._WorkerPool(num_workers=2, timeout=10.0, startup_timeout=60.0)
+        pool.run([{"gold": "x+1", "pred": "1+x", "intervals": False}] * 2)
+        print(" ".join(str(w.process.pid) for w in pool.workers), flush=True)
         os._exit(0)
         """
     )
     result = subprocess.run(
-        [sys.executable, "-c", script, math_verifier.__file__], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", script, _math_worker.__file__], capture_output=True, text=True, timeout=120
     )
     pids = [int(pid) for pid in result.stdout.split()]
     assert len(pids) == 2, result.stderr
