@@ -117,8 +117,10 @@ EQUIVALENCE_CASES = [
     ("(1,2)", "\\boxed{\\{2,1\\}}", 0.0),
     ("1, 2", "\\boxed{(2, 1)}", 0.0),
     # several candidates
-    ("5", "\\boxed{3} or \\boxed{5}", 1.0),  # only the last box counts
+    ("5", "\\boxed{3} or \\boxed{5}", 0.0),  # a hedge: two boxed answers joined by "or" are a list
     ("3", "\\boxed{3} or \\boxed{5}", 0.0),
+    ("5", "\\boxed{3}. Checking again, the area is \\boxed{5}", 1.0),  # an earlier box in the reasoning
+    ("1, 2", "\\boxed{1} and \\boxed{2}", 1.0),
     ("3", "\\boxed{3, 5}", 0.0),
     ("3", "The answer is 3 or 5.", 0.0),
     # symbolic answers go to math-verify
@@ -144,6 +146,7 @@ def test_equivalence_rules_in_one_batch(verifier):
 EXTRACTION_CASES = [
     ("so $\\boxed{\\frac{9}{2}}$.", "\\frac{9}{2}"),  # nested braces
     ("\\boxed{1} then \\boxed{2}", "2"),  # last box wins
+    ("\\boxed{1}, \\boxed{2}", "1, 2"),  # boxes joined by a comma or "and" are one list answer
     ("\\fbox{7}", "7"),  # \fbox counts as a box
     ("\\boxed{\\{1, 2\\}}", "\\{1, 2\\}"),  # escaped braces are not groups
     ("\\boxed{12", None),  # truncated box
@@ -156,7 +159,13 @@ EXTRACTION_CASES = [
     ("Final Answer: 42", "42"),
     ("blah\n#### 1,450,000", "1,450,000"),
     ("The answer is $\\frac{1}{", None),  # truncated inline math
-    ("There are 16 eggs and she eats 3.", None),  # no anchor: no answer
+    ("Janet's ducks lay 16 eggs per day. She eats 3.", None),  # stops on a sentence of the question: no answer
+    ("There are 16 eggs. Therefore she sells 13.", "13"),  # a conclusion that ends with a value
+    ("18", "18"),  # a completion that is only the answer
+    ("$18", "18"),
+    ("20 percent", "20 percent"),
+    ("Natalia sold 48 + 24 = 72 clips.\nA: 72", "72"),  # GSM8K few-shot format
+    ("So the area is \\frac{9}{2}, I think?", None),  # a question is no answer
     ("<think>The answer is 4", None),  # unfinished thinking block
     ("<think>The answer is 4</think>The answer is 5", "5"),  # only text after </think> counts
     ("<think>\\boxed{4}</think>", None),  # closed thinking with nothing after it

@@ -25,6 +25,7 @@ import atexit
 import logging
 import weakref
 from collections.abc import Callable
+from typing import Any
 
 from ._completion import completion_text
 from ._math_answers import (
@@ -34,6 +35,8 @@ from ._math_answers import (
     _decide_in_parent,
     _looks_like_interval,
     _normalise,
+    _Normalised,
+    as_tuple_if_bare_list,
     extract_answer,
     normalise_answer,
 )
@@ -45,6 +48,7 @@ __all__ = ["TAIL_CHARS", "MathVerifier", "extract_answer", "math_reward", "norma
 logger = logging.getLogger(__name__)
 
 _RESULT_CACHE_SIZE = 65536  # worker results kept by the parent; a few MB of short strings
+_GOLD_CACHE_SIZE = 65536  # normalised gold answers kept by the parent
 
 
 # Fractions of a batch logged through TRL's `log_metric`, by the reason prefixes of `MathVerifier.verify_batch`.
@@ -104,6 +108,7 @@ class MathVerifier:
         self._pool: _WorkerPool | None = None
         self._atexit: Callable[[], None] | None = None
         self._cache: dict[tuple[str, str, bool], float] = {}  # (gold, prediction, intervals) -> worker's reward
+        self._gold_cache: dict[str, _Normalised] = {}  # gold solution -> its normalised answer
 
     def __call__(self, completions: list, solution: list[str] | None = None, **kwargs) -> list[float]:
         if solution is None:
@@ -148,30 +153,19 @@ class MathVerifier:
                     f"solution[{i}] must be a string (the gold answer), got {type(gold_solution).__name__}: "
                     f"{gold_solution!r}; fix the dataset row."
                 )
-            gold_answer = extract_answer(gold_solution, require_anchor=False)
-            text = completion_text(completion)
-            if gold_answer is None:
-                reasons[i] = f"error: no gold answer in solution[{i}] {gold_solution[:80]!r}"
-            elif text is None:
-                reasons[i] = f"no_answer: completion is {'None' if completion is None else type(completion).__name__}"
-            elif not text.strip():
-                reasons[i] = "no_answer: empty completion"
-            else:
-                pred_answer = extract_answer(text)
-                if pred_answer is None:
-                    think_open = _THINK_OPEN in text and text.rfind(_THINK_CLOSE) < text.rfind(_THINK_OPEN)
-                    reasons[i] = "no_answer: " + ("unfinished <think> block" if think_open else "no (complete) answer")
+            try:
+                outcome = self._prepare(completion, gold_solution, i)
+            except Exception as error:  # noqa: BLE001 - one bad item scores 0 (logged), the batch goes on
+                outcome = f"error: {type(error).__name__}: {error}"[:300]
+            if isinstance(outcome, tuple) and isinstance(outcome[0], bool):
+                rewards[i], reasons[i] = float(outcome[0]), outcome[1]
+            elif isinstance(outcome, tuple):
+                if outcome in self._cache:
+                    rewards[i], reasons[i] = self._cache[outcome], "cached"
                 else:
-                    gold, pred = _normalise(gold_answer), _normalise(pred_answer)
-                    decision = _decide_in_parent(gold, pred)
-                    if decision is not None:
-                        rewards[i], reasons[i] = float(decision[0]), decision[1]
-                    else:
-                        key = (gold.text, pred.text, _looks_like_interval(gold.text))
-                        if key in self._cache:
-                            rewards[i], reasons[i] = self._cache[key], "cached"
-                        else:
-                            pending.setdefault(key, []).append(i)
+                    pending.setdefault(outcome, []).append(i)
+            else:
+                reasons[i] = outcome
             if reasons[i].startswith(("no_answer: completion is", "error")):
                 logger.warning("%s: item %d scored 0: %s", self.__name__, i, reasons[i])
         if pending:
@@ -189,6 +183,36 @@ class MathVerifier:
                     if reason.startswith(("timeout", "error", "worker_crashed")):
                         logger.warning("%s: item %d scored 0: %s", self.__name__, i, reason)
         return rewards, reasons
+
+    def _prepare(
+        self, completion: Any, gold_solution: str, index: int
+    ) -> tuple[bool, str] | tuple[str, str, bool] | str:
+        """One item in the parent: `(correct, reason)` when decided here, a worker request key `(gold, pred,
+        intervals)`, or the reason it scores 0."""
+        gold = self._gold_cache.get(gold_solution)
+        if gold is None:
+            gold_answer = extract_answer(gold_solution, require_anchor=False)
+            if gold_answer is None:
+                return f"error: no gold answer in solution[{index}] {gold_solution[:80]!r}"
+            # A gold answer is verified once per generation of its prompt: extracted and normalised once.
+            if len(self._gold_cache) >= _GOLD_CACHE_SIZE:
+                self._gold_cache.clear()
+            gold = self._gold_cache[gold_solution] = _normalise(gold_answer)
+        text = completion_text(completion)
+        if text is None:
+            return f"no_answer: completion is {'None' if completion is None else type(completion).__name__}"
+        if not text.strip():
+            return "no_answer: empty completion"
+        pred_answer = extract_answer(text)
+        if pred_answer is None:
+            think_open = _THINK_OPEN in text and text.rfind(_THINK_CLOSE) < text.rfind(_THINK_OPEN)
+            return "no_answer: " + ("unfinished <think> block" if think_open else "no (complete) answer")
+        pred = _normalise(pred_answer)
+        decision = _decide_in_parent(gold, pred)
+        if decision is not None:
+            return decision
+        gold_text, pred_text = as_tuple_if_bare_list(gold.text, pred.text)
+        return gold_text, pred_text, _looks_like_interval(gold.text) or _looks_like_interval(pred.text)
 
     def _get_pool(self) -> _WorkerPool:
         if self._pool is None:
