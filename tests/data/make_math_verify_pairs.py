@@ -3,7 +3,9 @@
 Math-Verify (https://github.com/huggingface/Math-Verify, Apache-2.0, Copyright The HuggingFace Team) ships its tests
 in the PyPI sdist. Every `(gold, pred, expected)` row of a `pytest.mark.parametrize` table whose test compares two
 strings is written as one JSON line, with the test it came from and the options that test passes to math-verify
-(`match_types`, `precision`, `strict`, `allow_set_relation_comp`):
+(`match_types`, `precision`, `strict`, `allow_set_relation_comp`), and `math_verify`: the verdict of math-verify
+alone called the way a reward calls it, `verify(parse(gold), parse(pred))` with default options (the installed
+version, 0.9.0 here), so that tests compare against it without re-running it:
 
 ```bash
 pip download math-verify==0.9.0 --no-binary :all: --no-deps -d /tmp/mv && tar xzf /tmp/mv/math_verify-0.9.0.tar.gz -C /tmp/mv
@@ -62,7 +64,21 @@ def _rows(path: Path) -> list[dict]:
     return rows
 
 
+def math_verify_alone(gold: str, pred: str) -> int:
+    """math-verify's verdict with its default options; an error counts as "not equal", as in a reward."""
+    from math_verify import parse, verify
+
+    try:
+        return int(bool(verify(parse(gold), parse(pred))))
+    except Exception:  # noqa: BLE001
+        return 0
+
+
 if __name__ == "__main__":
+    import logging
+
+    logging.disable(logging.WARNING)
     for test_file in sorted(Path(sys.argv[1]).glob("test_*.py")):
         for row in _rows(test_file):
+            row["math_verify"] = math_verify_alone(row["gold"], row["pred"])
             print(json.dumps(row, ensure_ascii=False))

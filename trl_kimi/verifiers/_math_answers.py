@@ -442,15 +442,23 @@ _SCALAR = r"-?(?:\d+(?:\.\d+)?|\\frac\s*\{\s*-?\d+\s*\}\s*\{\s*\d+\s*\}|\d+\s*/\
 
 
 def _expand_scalar_multiple(answer: str) -> str:
-    """`2\\begin{pmatrix}1\\\\3\\end{pmatrix}` -> `\\begin{pmatrix}(2)(1)\\\\(2)(3)\\end{pmatrix}`: a scalar times a
+    """`2\\begin{pmatrix}1\\\\3\\end{pmatrix}` -> `\\begin{pmatrix}2\\\\6\\end{pmatrix}`: a scalar times a
     vector or matrix, multiplied into its entries (math-verify compares a product with a matrix as unequal)."""
     match = re.fullmatch(rf"({_SCALAR})\s*(?:\\cdot|\\times)?\s*(\\begin.*)", answer, flags=re.DOTALL)
     if not match or not _MATRIX_RE.fullmatch(match.group(2)):
         return answer
     scalar, matrix = match.group(1), _MATRIX_RE.fullmatch(match.group(2))
     rows = [row for row in matrix.group(2).split("\\\\") if row.strip()]
-    body = "\\\\".join(" & ".join(f"({scalar})({entry.strip()})" for entry in row.split("&")) for row in rows)
+    body = "\\\\".join(" & ".join(_scaled(scalar, entry.strip()) for entry in row.split("&")) for row in rows)
     return f"\\begin{{{matrix.group(1)}}}{body}\\end{{{matrix.group(1)}}}"
+
+
+def _scaled(scalar: str, entry: str) -> str:
+    """`scalar * entry`, exact when both are plain numbers (`2`, `\\frac{1}{2}`), else as a LaTeX product."""
+    a, b = _as_exact_number(scalar), _as_exact_number(entry)
+    if a is not None and b is not None:
+        return _fraction_to_latex(a[0] * b[0])
+    return f"{scalar} \\cdot ({entry})"
 
 
 def _column_vector_to_tuple(answer: str) -> str:
