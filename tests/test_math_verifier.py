@@ -165,6 +165,8 @@ EXTRACTION_CASES = [
     ("$18", "18"),
     ("20 percent", "20 percent"),
     ("Natalia sold 48 + 24 = 72 clips.\nA: 72", "72"),  # GSM8K few-shot format
+    ("so \\boxed{255}. She has \\$10,455. Final Answer: 10455", "10455"),  # an anchor after the last box wins
+    ("so \\boxed{255}, and our answer is correct.", "255"),  # ... when it holds a value
     ("So the area is \\frac{9}{2}, I think?", None),  # a question is no answer
     ("<think>The answer is 4", None),  # unfinished thinking block
     ("<think>The answer is 4</think>The answer is 5", "5"),  # only text after </think> counts

@@ -105,6 +105,8 @@ def _last_boxed(text: str, gold: bool = False) -> tuple[bool, str | None]:
         listed = listed and (re.search(r"\band\b|,", between) or (gold and not re.search(r"[A-Za-z]", between)))
         if end > start or start - end > 80 or not (_BOX_SEPARATOR_RE.fullmatch(between) or listed):
             break
+        if gold and re.search(r"\bor\b", between):
+            break  # a gold solution's "$\boxed{15\frac{39}{40}}$, or $\boxed{\frac{639}{40}}$" gives two forms of one answer
         parts.insert(0, content)
         start = match.start()
     return True, ", ".join(part.strip() for part in parts)
@@ -275,7 +277,12 @@ def extract_answer(text: str, require_anchor: bool = True) -> str | None:
     text = _SIGN_OFF_RE.sub("", _END_JUNK_RE.sub("", text[-TAIL_CHARS:]))
     found, answer = _last_boxed(text, gold=not require_anchor)
     anchors = list(_ANCHOR_RE.finditer(text))
-    if found and anchors and anchors[-1].start() > text.rfind("}"):
+    if (
+        found
+        and anchors
+        and anchors[-1].start() > text.rfind("}")
+        and re.search(r"[\d$\\]", _after_anchor(text) or "")
+    ):
         # "... = \boxed{255}. So she has \$10,455. Final Answer: 10455": an anchor after the last box is the answer.
         found = False
     if not found:
@@ -668,6 +675,25 @@ def _decimal_comma(answer: str) -> str | None:
     return None
 
 
+_RELATION_RE = re.compile(r"[=<>]|\\(?:le|ge|leq|geq|neq|ne|lt|gt|approx|in|sim|equiv)(?![A-Za-z])")
+
+
+def _number_against_non_number(gold: str, pred: str) -> bool:
+    """One side is a plain number and the other can never equal one: a tuple, interval, set or matrix, or an
+    expression with a free variable (`-13x+3` against `8`). Decided without sympy; relations (`x = 8`) are not."""
+    if (_as_exact_number(gold) is None) == (_as_exact_number(pred) is None):
+        return False
+    other = pred if _as_exact_number(gold) is not None else gold
+    if _RELATION_RE.search(other):
+        return False
+    if other.startswith("\\begin") or _shape(other) != "scalar":
+        return True
+    # A letter left once LaTeX commands (`\\frac`, `\\pi`, `\\sqrt`) are gone is a variable; `e` and `i` are
+    # constants, so an expression that has them is left to sympy.
+    letters = set(re.findall(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", other)))
+    return bool(letters) and not letters & {"e", "i", "E", "I"}
+
+
 def _decide_in_parent(gold: _Normalised, pred: _Normalised) -> tuple[bool, str] | None:
     """`(correct, path)` for the decisions that are certain without sympy, else `None`."""
     if gold.text == pred.text and gold.percent == pred.percent:
@@ -685,6 +711,8 @@ def _decide_in_parent(gold: _Normalised, pred: _Normalised) -> tuple[bool, str] 
         return gold_time == pred_time, "clock_time"
     if re.search(r"\d\s*(?:[ap]\.?m\b|\\text\s*\{\s*[ap]\.?m)", gold.text + " " + pred.text, re.IGNORECASE):
         return False, "clock_time"  # one side is a time of day, the other is not (`7:32` may also be a ratio)
+    if _number_against_non_number(gold.text, pred.text):
+        return False, "number_vs_expression"
     shapes = {_shape(gold.text), _shape(pred.text)}
     if shapes == {"set", "ordered"} and not any(_is_bracketed_set(answer.text) for answer in (gold, pred)):
         return None  # `1, 3` against `(1, 3)`: a bare list is read in order (the caller sends it as a tuple)

@@ -5,6 +5,7 @@ This module is loaded in the worker by file path, not as `trl_kimi...`, so a wor
 """
 
 import ctypes
+import itertools
 import json
 import logging
 import math
@@ -22,9 +23,55 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
+# Answers in the shapes MATH and GSM8K use (fractions, roots, powers, pi, trig, logs, intervals, sets, tuples,
+# matrices, equations, inequalities, text, degrees, percent, sums), parsed once per worker at start-up.
+WARM_UP_ANSWERS = (
+    "\\frac{3}{4}",
+    "-\\dfrac{7}{2}",
+    "2\\sqrt{3}",
+    "\\frac{\\sqrt{5}-1}{2}",
+    "\\sqrt[3]{2}",
+    "x^2 + 2x + 1",
+    "(x-1)(x+2)",
+    "3\\pi",
+    "\\frac{\\pi}{6}",
+    "\\sin x + \\cos^2 x",
+    "\\tan^{-1}(2)",
+    "\\log_2 8",
+    "\\ln(3)",
+    "e^{2}",
+    "2^{10}",
+    "10!",
+    "\\binom{5}{2}",
+    "(-\\infty, 3] \\cup (5, \\infty)",
+    "[2, 5)",
+    "\\{1, 2, 3\\}",
+    "(1, -2)",
+    "\\left( 3, \\frac{\\pi}{2} \\right)",
+    "\\begin{pmatrix} 1 \\\\ -2 \\end{pmatrix}",
+    "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}",
+    "y = 2x + 3",
+    "x \\le 3",
+    "-2 < x < 5",
+    "\\text{(C)}",
+    "30^\\circ",
+    "50\\%",
+    "1.5",
+    "a + b\\cdot c",
+    "\\frac{a}{b} - \\frac{1}{ab}",
+    "|x - 1|",
+    "\\sum_{k=1}^{n} k",
+    "i\\sqrt{2}",
+    "3 + 4i",
+    "\\mathbf{v}",
+    "0.\\overline{3}",
+    "\\frac{1}{2}\\times 3",
+)
+
 _PR_SET_PDEATHSIG = 1
 _WORKER_PARSE_CACHE_SIZE = 4096
 _CRASH_RETRIES = 1
+_AFFINITY_SCAN = 64  # pending items scanned for one with the worker's last gold answer
 
 _WORKER_BOOTSTRAP = """
 import importlib.util, sys
@@ -55,7 +102,11 @@ def _worker_main(parent_pid: int, soft_timeout: float) -> None:
     # The protocol owns the original stdout; anything else printed (library warnings) goes to stderr instead.
     protocol = os.fdopen(os.dup(1), "w", buffering=1, encoding="ascii")
     os.dup2(2, 1)
-    from math_verify import parse, verify
+    from math_verify import LatexExtractionConfig, parse, verify
+
+    # The parent sends extracted answers, wrapped here in `\boxed{}`: the LaTeX extractor alone finds them, and
+    # skipping math-verify's second (plain-expression) extractor saves time; it stays the fallback when LaTeX fails.
+    latex_only = [LatexExtractionConfig(boxed_match_priority=0)]
 
     # Timeouts are reported to the parent, which logs them once per item; math-verify's own warnings would repeat them.
     logging.getLogger("math_verify").setLevel(logging.ERROR)
@@ -72,7 +123,9 @@ def _worker_main(parent_pid: int, soft_timeout: float) -> None:
 
     def parse_answer(answer: str) -> list:
         if answer not in cache:
-            parsed = parse("\\boxed{" + answer + "}", parsing_timeout=seconds)
+            parsed = parse("\\boxed{" + answer + "}", latex_only, parsing_timeout=seconds)
+            if not parsed:
+                parsed = parse("\\boxed{" + answer + "}", parsing_timeout=seconds)
             if not parsed:
                 return parsed
             if len(cache) >= _WORKER_PARSE_CACHE_SIZE:
@@ -98,8 +151,12 @@ def _worker_main(parent_pid: int, soft_timeout: float) -> None:
         )
         return {"ok": bool(ok), "reason": "timeout" if timed_out and not ok else None}
 
-    # Warm-up: the first parse builds latex2sympy's ANTLR parser (~0.5 s); pay it before "ready", not on an item's
-    # deadline.
+    # Warm-up: the first parse builds latex2sympy's ANTLR parser (~0.5 s), and ANTLR's prediction cache (DFA) grows
+    # with each new construct it sees, so a fresh parser is several times slower per answer than a warm one. Parsing
+    # the common shapes of answers once, before "ready", pays that on start-up, not on items' deadlines. (Not through
+    # `parse_answer`: the cache is for real answers.)
+    for answer in WARM_UP_ANSWERS:
+        parse("\\boxed{" + answer + "}", latex_only, parsing_timeout=seconds)
     verify(parse_answer("\\frac{1}{2}"), parse_answer("0.5"), timeout_seconds=seconds)
     protocol.write("ready\n")
     for line in sys.stdin:
@@ -122,6 +179,7 @@ class _Worker:
             close_fds=True,
         )
         self.ready = False
+        self.last_gold: str | None = None
         self.item: int | None = None
         self.deadline = math.inf
 
@@ -147,6 +205,13 @@ class _WorkerPool:
         worker = _Worker(self.timeout)
         worker.deadline = time.monotonic() + self.startup_timeout
         return worker
+
+    def wait_ready(self) -> None:
+        """Block until every worker has imported math-verify (benchmarks time the pool without its start-up)."""
+        for worker in self.workers:
+            if not worker.ready:
+                line = worker.process.stdout.readline()  # bounded by the worker's own start-up; EOF if it died
+                worker.ready, worker.deadline = line == "ready\n", math.inf
 
     def run(self, requests: list[dict]) -> list[dict]:
         """Replies in request order; a timed-out or crashed item gets `{"ok": False, "reason": ...}`."""
@@ -191,14 +256,25 @@ class _WorkerPool:
         return replies
 
     def _send(self, worker: _Worker, pending: deque, requests: list[dict]) -> None:
-        index = pending.popleft()
+        # Prefer an item with the gold answer this worker parsed last: its parse is cached there (a GRPO group is one
+        # gold answer against several generations). A short scan keeps this O(1) per item.
+        index = pending[0]
+        for candidate in itertools.islice(pending, _AFFINITY_SCAN):
+            if requests[candidate]["gold"] == worker.last_gold:
+                index = candidate
+                break
+        pending.remove(index)
         try:
             worker.process.stdin.write(json.dumps(requests[index]) + "\n")
             worker.process.stdin.flush()
         except OSError:  # died between items: the item never started, so it goes back in the queue
             pending.appendleft(index)
             return
-        worker.item, worker.deadline = index, time.monotonic() + self.timeout
+        worker.item, worker.deadline, worker.last_gold = (
+            index,
+            time.monotonic() + self.timeout,
+            requests[index]["gold"],
+        )
 
     def _replace(self, worker: _Worker, selector: selectors.BaseSelector, replies: list, reason: str) -> None:
         if not worker.ready:

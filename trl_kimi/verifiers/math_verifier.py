@@ -4,21 +4,32 @@ Built on [math-verify](https://github.com/huggingface/Math-Verify) with the norm
 https://huggingface.co/papers/2501.12599, §2.3; the spec's §7). The guiding rule is *never a false positive*: when the
 verifier is unsure, the reward is 0, because a reward that can be fooled trains the policy to fool it.
 
+The code is split along the steps below: `_math_answers.py` holds the pure answer rules (extraction, normalisation,
+the decisions that need no sympy), `_math_worker.py` the worker pool, and this module the public API.
+
 How one item is scored:
 
 1. **Extract** the final answer from the last 8,192 characters of the completion (after a closed `</think>`; nothing
-   from an unfinished thinking block): the last `\\boxed{...}`/`\\fbox{...}`, else the last "The answer is ...",
-   "Final Answer: ...", "#### ..." anchor. A completion without an anchor has no answer (it may only repeat the
-   question). The gold `solution` may be a worked solution (MATH `\\boxed{}`, GSM8K `#### 18`) or a bare answer.
+   from an unfinished thinking block; a chat template's next turn and "I hope it is correct." cut off): the last
+   `\\boxed{...}`/`\\fbox{...}` (boxes joined by "and", "or" or commas are one list answer, so a hedge such as
+   `\\boxed{3} or \\boxed{5}` is a list, never 5), else the last "The answer is ...", "Final Answer: ...",
+   "#### ...", or a line "A: ..." (GSM8K few-shot), else the value the last sentence ends with: a completion that is
+   only the answer (`18`, `$18`, `18 dollars`, `$\\frac{9}{2}$`), or a concluding sentence ("Therefore ... is 19.").
+   A last sentence that is a question, ends in prose, or repeats the question after other sentences has no answer.
+   The gold `solution` may be a worked solution (MATH `\\boxed{}`, GSM8K `#### 18`) or a bare answer.
 2. **Normalise** both strings with small named rules (units, `\\$`, `%`, degrees, thousands separators, magnitude
-   words, scientific notation, repeating decimals, column vectors).
+   words, scientific notation, repeating decimals, a scalar times a vector, column vectors, `x \\in [a, b]`). Words
+   that change a value are never units (`5 hundredths`, `2 squared`, `5 or more`, `at least 5`), and an equation
+   between different numbers (`3 = 5`) is no answer: such answers score 0.
 3. **Decide in the parent** what is certain without sympy: plain numbers are compared exactly with
-   [`fractions.Fraction`] (the fast path, most of GSM8K), clock times, and set-vs-tuple mismatches.
-4. **Otherwise ask a worker process** running math-verify (results are cached in the parent, and duplicates in a
-   batch are sent once). Workers are fresh interpreters started with `subprocess` (like multiprocessing's "spawn",
-   never a fork of the trainer, which has torch and threads loaded, and without spawn's re-import of the trainer's
-   `__main__`); they run one item at a time, and one that passes the per-item deadline is SIGKILLed and replaced, and
-   the item scores 0. Workers exit when stdin closes, and on Linux the kernel kills them when the parent dies.
+   [`fractions.Fraction`] (the fast path, most of GSM8K), clock times, lists against one value, sets against
+   ordered tuples. An item that raises here scores 0 with a logged reason; the batch goes on.
+4. **Otherwise ask a worker process** running math-verify (results are cached in the parent, normalised gold answers
+   too, and duplicates in a batch are sent once). Workers are fresh interpreters started with `subprocess` (like
+   multiprocessing's "spawn", never a fork of the trainer, which has torch and threads loaded, and without spawn's
+   re-import of the trainer's `__main__`); they run one item at a time, and one that passes the per-item deadline is
+   SIGKILLed and replaced, and the item scores 0. Workers exit when stdin closes, and on Linux the kernel kills them
+   when the parent dies.
 """
 
 import atexit
@@ -73,7 +84,9 @@ class MathVerifier:
     Equivalence is math-verify's plus the rules in this module (units, `\$`, `%`, degrees, thousands separators,
     scientific notation, repeating decimals, intervals vs inequalities, clock times, column vectors vs tuples), and
     never a false positive on purpose: `\{1,2\}` (a set) never equals `(2,1)` (a tuple), `1.000` is one, not a
-    thousand, and `4:30` without a.m./p.m. equals only `4:30` and `04:30`.
+    thousand, `4:30` without a.m./p.m. equals only `4:30` and `04:30`, a list (`5, 6`, `5 \text{ or } 6`, `\pm 5`)
+    never equals one value, and words that change a value (`5 hundredths`, `5 or more`) or a false equation
+    (`3 = 5`) score 0.
 
     Args:
         timeout (`float`, *optional*, defaults to `10.0`):
@@ -133,8 +146,8 @@ class MathVerifier:
     def verify_batch(self, completions: list, solutions: list[str]) -> tuple[list[float], list[str]]:
         r"""
         Score a batch and say why: `(rewards, reasons)`, where a reason is `"fast_path"`, `"math_verify"`,
-        `"cached"`, `"no_answer: ..."`, `"timeout"`, `"error: ..."`, `"clock_time"`, `"set_vs_tuple"`, `"exact"`,
-        `"unparsable"`...
+        `"cached"`, `"no_answer: ..."`, `"refused: ..."`, `"timeout"`, `"error: ..."`, `"clock_time"`,
+        `"set_vs_tuple"`, `"set_vs_scalar"`, `"decimal_comma"`, `"exact"`, `"unparsable"`...
 
         Example:
 
