@@ -123,6 +123,10 @@ EQUIVALENCE_CASES = [
     ("1, 2", "\\boxed{1} and \\boxed{2}", 1.0),
     ("3", "\\boxed{3, 5}", 0.0),
     ("3", "The answer is 3 or 5.", 0.0),
+    ("5", "The answer is 3 or 5.", 0.0),  # not the last of several values either
+    ("6", "So it is 5 and 6", 0.0),
+    ("6", "The answer is 5, 6.", 0.0),
+    ("6", "The answers are $5$ or $6$.", 0.0),
     # symbolic answers go to math-verify
     ("x^2 + 2x + 1", "\\boxed{(x+1)^2}", 1.0),
     ("\\sqrt{2}", "\\boxed{\\frac{2}{\\sqrt{2}}}", 1.0),

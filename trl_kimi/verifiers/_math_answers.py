@@ -45,10 +45,11 @@ _BOX_SEPARATOR_RE = re.compile(
 )
 # Math spans of a sentence: `$$..$$`, `$..$`, `\(..\)`, `\[..\]` (inline ones never cross a line).
 _MATH_SPAN_RE = re.compile(r"\$\$(.+?)\$\$|\$([^$\n]+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
-# Words before a number that make it something else than the answer ("not 5", "less than 5", "about 5").
+# Words before a number that make it something else than the answer ("not 5", "less than 5", "about 5"), or make it
+# one of several ("5 or 6", "5 and 6", "5, 6").
 _HEDGE_BEFORE_RE = re.compile(
     r"\b(?:not|no|never|than|least|most|over|under|above|below|nearly|almost|approximately|about|around|roughly|"
-    r"up to|between|except|either|neither|from|minus|plus|times|over)\W*\Z",
+    r"up to|between|except|either|neither|from|minus|plus|times|over|or|and)\W*\Z|,\s*\$?\s*\Z",
     re.IGNORECASE,
 )
 # "$x \geq 5$ is the solution.": the span before these words is the answer.
