@@ -1,12 +1,13 @@
 """Verifiers, side by side in one run on the same inputs (Kimi k1.5 §7; targets from the rewards issue).
 
 - math: naive `math_verify.verify(parse(gold), parse(pred))` called serially vs `MathVerifier` (2 worker
-  processes), on the gold answers of MATH-500 and GSM8K from `../shared/data/` (target: >= 3x on 2 cores);
+  processes), on the gold answers of MATH-500 and GSM8K from `../shared/data/` (or `$TRL_KIMI_DATA`; target: >= 3x
+  on 2 cores), and on the mismatched MATH-500 pairs that need sympy (target: >= 2x, `bench_sympy_path`);
 - code: a bare `subprocess` harness (no sandbox) vs the bubblewrap-sandboxed `CodeVerifier`, on the 164 HumanEval
   canonical solutions (target: <= 1.3x the wall time, 164/164 passing) and the 974 MBPP reference solutions.
 
 ```bash
-python benchmarks/verifiers.py             # both; --part math or --part code for one
+PYTHONPATH=. python benchmarks/verifiers.py   # both; --part math or --part code for one
 ```
 """
 
@@ -27,7 +28,7 @@ from math_verify import parse, verify
 from trl_kimi.verifiers import CodeVerifier, MathVerifier
 
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(os.environ.get("TRL_KIMI_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def _load_items() -> tuple[list[str], list[str]]:
@@ -44,19 +45,27 @@ def _load_items() -> tuple[list[str], list[str]]:
     return completions, solutions
 
 
-def _naive(completions: list[str], solutions: list[str]) -> tuple[float, list[float]]:
-    """Seconds and rewards of `verify(parse(gold), parse(pred))` per item, serially in one process."""
+def _naive(
+    completions: list[str], solutions: list[str], warm: tuple[list[str], list[str]] = ([], [])
+) -> tuple[float, list[float]]:
+    """Seconds and rewards of `verify(parse(gold), parse(pred))` per item, serially in one process, after an untimed
+    pass over the `warm` pairs (like `MathVerifier`'s long-lived workers, math-verify's ANTLR parser gets faster as its
+    prediction cache fills)."""
     logging.getLogger("math_verify").setLevel(logging.ERROR)
+    for gold, pred in zip(warm[1], warm[0]):
+        verify(parse(gold), parse(pred))
     start = time.perf_counter()
     rewards = [float(verify(parse(gold), parse(pred))) for gold, pred in zip(solutions, completions)]
     return time.perf_counter() - start, rewards
 
 
-def _naive_cold(completions: list[str], solutions: list[str]) -> tuple[float, list[float]]:
+def _naive_cold(
+    completions: list[str], solutions: list[str], warm: tuple[list[str], list[str]] = ([], [])
+) -> tuple[float, list[float]]:
     # A fresh interpreter per measurement: math-verify and sympy memoise parses, and both runs share strings, so a
-    # second run in the same process would be timed warm while our workers start cold.
+    # second run in the same process would be timed warm on these very strings while our workers start cold.
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as executor:
-        return executor.submit(_naive, completions, solutions).result()
+        return executor.submit(_naive, completions, solutions, warm).result()
 
 
 def bench_math(num_workers: int = 2) -> dict:
@@ -115,29 +124,75 @@ def bench_math(num_workers: int = 2) -> dict:
         f"by workers: {figures['ours_worker_items']}"
     )
 
-    # Gold-vs-gold is almost all decided in the parent; shuffled MATH-500 pairs (answer of record i vs solution of
-    # record i+1) mostly need sympy, so they show the worker pool's own throughput.
-    shuffled_completions, shuffled_solutions = completions[:499], solutions[1:500]
-    naive_shuffled_s, naive = _naive_cold(shuffled_completions, shuffled_solutions)
+    figures.update(bench_sympy_path(completions[:500], solutions[:500], num_workers))
+    return figures
+
+
+def _ours(
+    completions: list[str], solutions: list[str], num_workers: int, warm: tuple[list[str], list[str]] = ([], [])
+) -> tuple[float, list[float], list[str]]:
+    """Seconds, rewards and reasons of a new `MathVerifier`, its pool started and run on the `warm` pairs first
+    (untimed), its caches emptied before the timed batch."""
     verifier = MathVerifier(num_workers=num_workers)
-    verifier(["\\boxed{x + 1}"] * num_workers, ["1 + x"] * num_workers)
+    verifier._get_pool().wait_ready()  # every worker started (imports done), so start-up is not timed
+    if warm[0]:
+        verifier.verify_batch(*warm)
+    verifier._cache.clear()
+    verifier._gold_cache.clear()
     start = time.perf_counter()
-    ours, reasons = verifier.verify_batch(shuffled_completions, shuffled_solutions)
-    ours_shuffled_s = time.perf_counter() - start
+    rewards, reasons = verifier.verify_batch(completions, solutions)
+    seconds = time.perf_counter() - start
     verifier.close()
-    worker_items = sum(r not in ("fast_path", "exact") for r in reasons)
-    figures.update(
-        shuffled_naive_items_per_s=499 / naive_shuffled_s,
-        shuffled_ours_items_per_s=499 / ours_shuffled_s,
-        shuffled_naive_correct=int(sum(naive)),
-        shuffled_ours_correct=int(sum(ours)),
-        shuffled_worker_items=worker_items,
-    )
-    print(
-        f"shuffled MATH-500 (499 pairs, {worker_items} sent to workers): naive {499 / naive_shuffled_s:.1f} items/s, "
-        f"ours {499 / ours_shuffled_s:.1f} items/s ({naive_shuffled_s / ours_shuffled_s:.1f}x); "
-        f"correct: naive {int(sum(naive))}, ours {int(sum(ours))}"
-    )
+    return seconds, rewards, reasons
+
+
+def bench_sympy_path(completions: list[str], solutions: list[str], num_workers: int = 2, rounds: int = 3) -> dict:
+    """Throughput where sympy is needed: mismatched MATH-500 pairs that `MathVerifier` sends to its workers.
+
+    Each gold solution is paired with the answers of the next `k` records (`k = 1`, and `k = 4` like a GRPO group of
+    four generations), respaced. Both sides run on exactly the items that need sympy, in steady state (a training run
+    keeps its workers): first an untimed pass over the pairs of records 250-499, then the timed pairs of records
+    0-249. They alternate for `rounds` rounds on the shared machine, each side in new processes every round; the
+    median of the per-round ratios is reported.
+    """
+    figures = {}
+    for k in (1, 4):
+        # Predictions get spaces after `{` and `,` (the same LaTeX): a record's answer is also the next record's gold,
+        # and neither side should reuse a parse of the identical string across the two roles.
+        pairs = [
+            (completions[(i + j) % 500].replace("{", "{ ").replace(",", " , "), solutions[i])
+            for i in range(500)
+            for j in range(1, k + 1)
+        ]
+        _, _, reasons = _ours([c for c, _ in pairs], [s for _, s in pairs], num_workers)
+        sympy = [pair for pair, reason in zip(pairs, reasons) if reason in ("math_verify", "cached", "timeout")]
+        half = len([pair for pair in sympy if pair[1] in solutions[:250]])
+        timed, warm = sympy[:half], sympy[half:]
+        preds, golds = [c for c, _ in timed], [s for _, s in timed]
+        warm_lists = ([c for c, _ in warm], [s for _, s in warm])
+        ratios, rates = [], []
+        for _ in range(rounds):
+            naive_s, naive = _naive_cold(preds, golds, warm_lists)
+            ours_s, ours, _ = _ours(preds, golds, num_workers, warm_lists)
+            ratios.append(naive_s / ours_s)
+            rates.append((len(timed) / naive_s, len(timed) / ours_s))
+        ratio = sorted(ratios)[len(ratios) // 2]
+        naive_rate, ours_rate = rates[ratios.index(ratio)]
+        figures[f"sympy_k{k}"] = {
+            "items": len(timed),
+            "naive_items_per_s": round(naive_rate, 1),
+            "ours_items_per_s": round(ours_rate, 1),
+            "ratio_median": round(ratio, 2),
+            "ratios": [round(r, 2) for r in ratios],
+            "naive_correct": int(sum(naive)),
+            "ours_correct": int(sum(ours)),
+        }
+        print(
+            f"sympy path, {len(pairs)} mismatched MATH-500 pairs ({k} per gold), {len(sympy)} need sympy, timed "
+            f"{len(timed)} after {len(warm)} warm-up: naive {naive_rate:.1f} items/s, ours {ours_rate:.1f} items/s, "
+            f"ratio {ratio:.2f}x (rounds {[round(r, 2) for r in ratios]}); equal: naive {int(sum(naive))}, "
+            f"ours {int(sum(ours))}"
+        )
     return figures
 
 

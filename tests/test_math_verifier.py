@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from trl_kimi.verifiers import math_verifier
+from trl_kimi.verifiers import _math_worker
 from trl_kimi.verifiers.math_verifier import MathVerifier, extract_answer, math_reward, normalise_answer
 
 
@@ -117,10 +117,16 @@ EQUIVALENCE_CASES = [
     ("(1,2)", "\\boxed{\\{2,1\\}}", 0.0),
     ("1, 2", "\\boxed{(2, 1)}", 0.0),
     # several candidates
-    ("5", "\\boxed{3} or \\boxed{5}", 1.0),  # only the last box counts
+    ("5", "\\boxed{3} or \\boxed{5}", 0.0),  # a hedge: two boxed answers joined by "or" are a list
     ("3", "\\boxed{3} or \\boxed{5}", 0.0),
+    ("5", "\\boxed{3}. Checking again, the area is \\boxed{5}", 1.0),  # an earlier box in the reasoning
+    ("1, 2", "\\boxed{1} and \\boxed{2}", 1.0),
     ("3", "\\boxed{3, 5}", 0.0),
     ("3", "The answer is 3 or 5.", 0.0),
+    ("5", "The answer is 3 or 5.", 0.0),  # not the last of several values either
+    ("6", "So it is 5 and 6", 0.0),
+    ("6", "The answer is 5, 6.", 0.0),
+    ("6", "The answers are $5$ or $6$.", 0.0),
     # symbolic answers go to math-verify
     ("x^2 + 2x + 1", "\\boxed{(x+1)^2}", 1.0),
     ("\\sqrt{2}", "\\boxed{\\frac{2}{\\sqrt{2}}}", 1.0),
@@ -144,6 +150,7 @@ def test_equivalence_rules_in_one_batch(verifier):
 EXTRACTION_CASES = [
     ("so $\\boxed{\\frac{9}{2}}$.", "\\frac{9}{2}"),  # nested braces
     ("\\boxed{1} then \\boxed{2}", "2"),  # last box wins
+    ("\\boxed{1}, \\boxed{2}", "1, 2"),  # boxes joined by a comma or "and" are one list answer
     ("\\fbox{7}", "7"),  # \fbox counts as a box
     ("\\boxed{\\{1, 2\\}}", "\\{1, 2\\}"),  # escaped braces are not groups
     ("\\boxed{12", None),  # truncated box
@@ -156,7 +163,15 @@ EXTRACTION_CASES = [
     ("Final Answer: 42", "42"),
     ("blah\n#### 1,450,000", "1,450,000"),
     ("The answer is $\\frac{1}{", None),  # truncated inline math
-    ("There are 16 eggs and she eats 3.", None),  # no anchor: no answer
+    ("Janet's ducks lay 16 eggs per day. She eats 3.", None),  # stops on a sentence of the question: no answer
+    ("There are 16 eggs. Therefore she sells 13.", "13"),  # a conclusion that ends with a value
+    ("18", "18"),  # a completion that is only the answer
+    ("$18", "18"),
+    ("20 percent", "20 percent"),
+    ("Natalia sold 48 + 24 = 72 clips.\nA: 72", "72"),  # GSM8K few-shot format
+    ("so \\boxed{255}. She has \\$10,455. Final Answer: 10455", "10455"),  # an anchor after the last box wins
+    ("so \\boxed{255}, and our answer is correct.", "255"),  # ... when it holds a value
+    ("So the area is \\frac{9}{2}, I think?", None),  # a question is no answer
     ("<think>The answer is 4", None),  # unfinished thinking block
     ("<think>The answer is 4</think>The answer is 5", "5"),  # only text after </think> counts
     ("<think>\\boxed{4}</think>", None),  # closed thinking with nothing after it
@@ -318,17 +333,17 @@ def test_workers_die_with_their_parent():
         """
         import importlib.util, os, sys
         # loaded by path: importing the `trl_kimi` package would spend seconds importing torch
-        spec = importlib.util.spec_from_file_location("math_verifier", sys.argv[1])
+        spec = importlib.util.spec_from_file_location("math_worker", sys.argv[1])
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        verifier = module.MathVerifier(num_workers=2)
-        verifier(["\\\\boxed{x+1}"] * 2, solution=["1+x"] * 2)
-        print(" ".join(str(w.process.pid) for w in verifier._pool.workers), flush=True)
+        pool = module._WorkerPool(num_workers=2, timeout=10.0, startup_timeout=60.0)
+        pool.run([{"gold": "x+1", "pred": "1+x", "intervals": False}] * 2)
+        print(" ".join(str(w.process.pid) for w in pool.workers), flush=True)
         os._exit(0)
         """
     )
     result = subprocess.run(
-        [sys.executable, "-c", script, math_verifier.__file__], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", script, _math_worker.__file__], capture_output=True, text=True, timeout=120
     )
     pids = [int(pid) for pid in result.stdout.split()]
     assert len(pids) == 2, result.stderr

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._completion import completion_text
+
 
 logger = logging.getLogger(__name__)
 
@@ -62,20 +64,6 @@ _probed_sandboxes: set[tuple[str, ...]] = set()
 
 
 # ------------------------------------------------------------------------------------------------------ extraction
-def _completion_text(completion: Any) -> str | None:
-    """The text of a completion: a string, or the last assistant message of a conversational completion."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list):
-        for message in reversed(completion):
-            if isinstance(message, dict) and message.get("role", "assistant") == "assistant":
-                content = message.get("content")
-                if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
-                    content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
-                return content if isinstance(content, str) else None
-    return None
-
-
 def _extract_program(text: str) -> str | None:
     r"""
     The last fenced Python block of `text` (```` ```python ````, ```` ```py ````, ```` ``` ````), the whole text if it
@@ -462,7 +450,7 @@ class CodeVerifier:
                     f"test_list={None if test_list is None else test_list[row]!r:.40}; other columns: {columns}). "
                     "Add those columns to the dataset."
                 )
-            text = _completion_text(completion)
+            text = completion_text(completion)
             program = _extract_program(text) if text else None
             if not program or not program.strip():
                 reason = "empty completion" if not text else "no complete Python code block (truncated?)"
