@@ -17,9 +17,11 @@ Tests that cannot run this way (they pass a function or an object of their own t
 import ast
 import builtins
 import collections
+import importlib
 import json
 import os
 import selectors
+import sys
 import time
 from typing import Any
 
@@ -334,6 +336,23 @@ def _tested_builtins(tests: str) -> set[str]:
     return set.intersection(*called) - stored if called else set()
 
 
+def _stdlib_modules_used(code: str) -> set[str]:
+    """
+    Standard-library modules the tests use (`math.isclose(...)`) without importing them, relying on the program's
+    import: the tests get the real module, not whatever the program bound to that name (a fake `math`).
+    """
+    tree = ast.parse(code)
+    stored = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
+    used = {
+        node.value.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id in sys.stdlib_module_names
+    }
+    return used - stored
+
+
 def _quiet_print(*args: Any, **kwargs: Any) -> None:
     """`print` for the tests: they run in the trainer's process, whose output is not theirs to write to."""
 
@@ -349,6 +368,11 @@ def run_tests(channel: Channel, setup: str, tests: str, entry_point: str | None)
     namespace = _ProgramGlobals(channel, safe_builtins)
     for name in _tested_builtins(tests) if entry_point is None else ():
         namespace[name] = RemoteObject(channel, ["g", name])
+    for name in _stdlib_modules_used(setup + "\n" + tests):
+        try:
+            namespace[name] = importlib.import_module(name)
+        except ImportError:  # not importable here (`msvcrt` on Linux): left to the program, like any other name
+            pass
     channel.wait_ready()
     exec(setup_code, namespace)
     exec(test_code, namespace)

@@ -304,7 +304,7 @@ class CodeVerifier:
             no network isolation; rlimits, a process group, the timeout and the tree kill still apply. Use `"none"`
             only where the machine itself is a sandbox.
 
-    Example:
+    Example (needs bubblewrap, so the doctest skips it):
     ```python
     >>> verifier = CodeVerifier(timeout=5.0)  # doctest: +SKIP
     >>> completions = ["```python\ndef add(a, b):\n    return a + b\n```", "def add(a, b):\n    return a - b"]
@@ -736,11 +736,14 @@ def code_reward(
     Returns:
         `list[float]`: 1.0 or 0.0 per completion.
 
-    Example:
+    Example (needs bubblewrap, so the doctest skips it):
     ```python
     >>> solution = "```python\ndef double(x):\n    return 2 * x\n```"
-    >>> code_reward([solution, "```python\nimport os\nos._exit(0)\n```"],
-    ...             test=["def check(candidate):\n    assert candidate(2) == 4\n"] * 2, entry_point=["double"] * 2)
+    >>> code_reward(  # doctest: +SKIP
+    ...     [solution, "```python\nimport os\nos._exit(0)\n```"],
+    ...     test=["def check(candidate):\n    assert candidate(2) == 4\n"] * 2,
+    ...     entry_point=["double"] * 2,
+    ... )
     [1.0, 0.0]
 
     ```
