@@ -1,20 +1,27 @@
 r"""Code correctness reward of [Kimi k1.5](https://huggingface.co/papers/2501.12599) (spec §7): run the completion's
-program against the dataset's tests in a sandbox, reward 1.0 only with positive proof that every test ran.
+program against the dataset's tests in a sandbox, reward 1.0 only when every test passed.
 
 Each run goes through three layers:
 
-1. **Sandbox** ([bubblewrap](https://github.com/containers/bubblewrap)): read-only root, a private writable temp dir as
-   `/tmp` and cwd, new pid/net/ipc/uts namespaces (no network), a new session, a cleared environment, `--die-with-parent`.
-   When the trainer runs as root, the sandbox also drops to a random unprivileged uid: root ignores `RLIMIT_NPROC`, and
-   that limit is what stops a fork bomb. Directories the unprivileged uid cannot traverse (a Python under `/root`) are
-   hidden behind a tmpfs and only the Python installation is bound back, read-only.
-2. **Limits**: `RLIMIT_AS`, `RLIMIT_CPU`, `RLIMIT_FSIZE`, `RLIMIT_NPROC`, no core files, a wall-clock timeout, stdout
-   and stderr capped at `max_output_bytes` (the run is stopped beyond it). At the end the whole tree is killed: the
-   sandbox's pid namespace dies with its init, and the session's process group is killed as well.
-3. **Harness** (`_sandbox_harness.py`, passed as `python -I -B -c` source, never a file the program can edit): reads a
-   per-run secret token from a memfd and closes it before the program runs, restores and checks builtins and module
-   attributes between the program and the tests, requires plain built-in return values from the tested functions, and
-   writes the token to a dedicated result pipe only after the last test. Exit status 0 proves nothing.
+1. **Verdict outside the program's interpreter** (`_remote_tests.py`): the tests run in *this* process; every call
+   they make to a name of the program (`candidate(x)`, `f(x)`, `Solution().method(x)`, attribute reads and writes)
+   is sent to the sandboxed harness, which answers with plain built-in values (JSON of `int`, `float`, `str`, `list`,
+   `tuple`, `dict`, `set`, ..., size-limited) or an opaque handle for any other object. Comparisons, `math.isclose`,
+   `abs(a - b) < tol`, `set(...)`, `sorted(...)` run here on data decoded here, with builtins and standard modules the
+   program cannot touch; the expected values never enter the sandbox. Comparing, hashing or testing the truth of a
+   handle fails the run. Tests that cannot run this way (they pass a lambda or an object of their own to the program)
+   fall back to the in-process harness (layer 3's checks), counted as `code_verifier/fallback`.
+2. **Sandbox** ([bubblewrap](https://github.com/containers/bubblewrap)): only what the program needs is mounted:
+   `/usr` and the interpreter's prefixes read-only (a venv anywhere, `/tmp` included, is bound back), a private
+   size-limited tmpfs as `/tmp` and cwd, a read-only minimal `/dev`, the namespace's `/proc`; host files and unix
+   sockets elsewhere do not exist in there. New pid/net/ipc/uts namespaces (no network), a new session, a cleared
+   environment, `--die-with-parent`. As root the sandbox also drops to a random unprivileged uid: root ignores
+   `RLIMIT_NPROC`, and that limit is what stops a fork bomb.
+3. **Limits**: the run's memory (all processes and its `/tmp` together) is bounded by a memory cgroup per run where
+   this process may create one, else by `RLIMIT_AS` x `RLIMIT_NPROC`; disk by the tmpfs size; plus `RLIMIT_CPU`,
+   `RLIMIT_FSIZE`, no core files, a wall-clock timeout and capped output. At the end the whole tree is killed: the
+   sandbox's pid namespace dies with its init, and the session's process group is killed as well. The harness
+   (`_sandbox_harness.py`) is passed as `python -I -B -c` source, never a file the program can edit.
 """
 
 import ctypes
@@ -131,6 +138,12 @@ def _interpreter_paths() -> list[tuple[str, str]]:
             continue
         real = os.path.realpath(path)
         for destination in {os.path.abspath(path), real}:
+            # `/` or `/tmp` as a prefix would expose the host (or hide the private `/tmp`): refuse rather than leak.
+            if destination in ("/", "/tmp"):
+                raise RuntimeError(
+                    f"The code verifier cannot sandbox an interpreter whose installation is {destination!r} itself "
+                    f"(from {path!r}); use a Python installed in, or a venv made in, a directory of its own."
+                )
             if destination != "/usr" and not destination.startswith("/usr/"):
                 pairs.add((real, destination))
     # Keep only outermost destinations: a bind inside another bind of the same tree adds nothing.
