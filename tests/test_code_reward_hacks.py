@@ -138,6 +138,14 @@ HACKS = {
         ALWAYS_EQUAL + "def add(a, b):\n    return AlwaysEqual()\n",
         ["try:\n    assert add(1, 2) == 3\nexcept BaseException:\n    pass\nassert add(-1, 1) == 0"],
     ),
+    "responses queued on the harness's pipe": (
+        "import os, sys\nos.write(int(sys.argv[2]), b'[\"ready\"]\\n' + b'[\"ok\", 3, {}]\\n' * 10)\n" + WRONG_ADD,
+        ADD_TESTS,
+    ),
+    "deeply nested raw response": (
+        "import os, sys\nos.write(int(sys.argv[2]), b'[' * 100000 + b'\\n')\n" + CORRECT_ADD,
+        ADD_TESTS,
+    ),
     "os._exit inside the function": ("import os\ndef add(a, b):\n    os._exit(0)\n", ADD_TESTS),
     "sys.exit at top level": ("import sys\nsys.exit(0)\n", ADD_TESTS),
     "response too large": ("def add(a, b):\n    return [0] * 5_000_000\n", ADD_TESTS),

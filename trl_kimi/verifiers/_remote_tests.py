@@ -110,7 +110,7 @@ class Channel:
         self._buffer = bytearray(rest)
         try:
             message = json.loads(line)
-        except ValueError as error:  # includes integers over Python's digit limit
+        except (ValueError, RecursionError) as error:  # integers over Python's digit limit, `[[[[...` bombs
             raise self.fail(Violation(f"a response that is not JSON: {error}")) from None
         if not isinstance(message, list) or not message or not isinstance(message[0], str):
             raise self.fail(Violation("a malformed response"))
