@@ -3,11 +3,13 @@
 - math: naive `math_verify.verify(parse(gold), parse(pred))` called serially vs `MathVerifier` (2 worker
   processes), on the gold answers of MATH-500 and GSM8K from `../shared/data/` (or `$TRL_KIMI_DATA`; target: >= 3x
   on 2 cores), and on the mismatched MATH-500 pairs that need sympy (target: >= 2x, `bench_sympy_path`);
-- code: a bare `subprocess` harness (no sandbox) vs the bubblewrap-sandboxed `CodeVerifier`, on the 164 HumanEval
+- code: a bare `subprocess` harness (no sandbox, tests in the program's interpreter) vs the bubblewrap-sandboxed
+  `CodeVerifier` (tests in the trusted process, calls in the sandbox), alternating in one run, on the 164 HumanEval
   canonical solutions (target: <= 1.3x the wall time, 164/164 passing) and the 974 MBPP reference solutions.
 
 ```bash
 PYTHONPATH=. python benchmarks/verifiers.py   # both; --part math or --part code for one
+PYTHONPATH=. python benchmarks/verifiers.py --part code --rounds 2 --mbpp_rounds 1
 ```
 """
 
@@ -230,51 +232,70 @@ def _bare(programs: list[str], parallel: int) -> tuple[float, list[bool]]:
     return time.perf_counter() - start, passed
 
 
-def bench_code() -> dict:
-    """Times a bare subprocess harness and `CodeVerifier` side by side on HumanEval (164) and MBPP (974) references."""
+def _ours(verifier: CodeVerifier, programs: list[str], **columns) -> tuple[float, list[float], float]:
+    """Seconds, rewards and the fraction of rows that fell back to the in-process harness."""
+    metrics = {}
+    start = time.perf_counter()
+    rewards = verifier(programs, log_metric=metrics.__setitem__, **columns)
+    return time.perf_counter() - start, rewards, metrics["code_verifier/fallback"]
+
+
+def _alternate(rounds: int, bare, ours) -> tuple[list[float], list[float], list, list]:
+    """Runs both sides `rounds` times each, alternating which goes first (the machine is shared: load drifts)."""
+    bare_times, ours_times, bare_result, ours_result = [], [], None, None
+    for round_index in range(rounds):
+        for side in ("bare", "ours") if round_index % 2 == 0 else ("ours", "bare"):
+            if side == "bare":
+                seconds, bare_result = bare()
+                bare_times.append(seconds)
+            else:
+                seconds, *ours_result = ours()
+                ours_times.append(seconds)
+    return bare_times, ours_times, bare_result, ours_result
+
+
+def bench_code(rounds: int = 2, mbpp_rounds: int = 1) -> dict:
+    """
+    Times a bare subprocess harness and `CodeVerifier` on HumanEval (164) and MBPP (974) references, alternating the
+    two sides `rounds` (`mbpp_rounds`) times; the ratio is total sandboxed time over total bare time.
+    """
     verifier = CodeVerifier(timeout=TIMEOUT)
     parallel = verifier.max_parallel
-    results = {"parallel": parallel, "sandbox": verifier.sandbox}
+    results = {"parallel": parallel, "sandbox": verifier.sandbox, "memory_accounting": verifier.memory_accounting}
 
     humaneval = _humaneval()
     programs = [p["prompt"] + p["canonical_solution"] for p in humaneval]
-    bare_s, bare_passed = _bare(
-        [prog + "\n" + p["test"] + "\n" + f"check({p['entry_point']})\n" for prog, p in zip(programs, humaneval)],
-        parallel,
+    scripts = [prog + "\n" + p["test"] + "\n" + f"check({p['entry_point']})\n" for prog, p in zip(programs, humaneval)]
+    columns = {"test": [p["test"] for p in humaneval], "entry_point": [p["entry_point"] for p in humaneval]}
+    bare_times, ours_times, bare_passed, (rewards, fallback) = _alternate(
+        rounds, lambda: _bare(scripts, parallel), lambda: _ours(verifier, programs, **columns)
     )
-    start = time.perf_counter()
-    rewards = verifier(
-        programs, test=[p["test"] for p in humaneval], entry_point=[p["entry_point"] for p in humaneval]
-    )
-    ours_s = time.perf_counter() - start
     results["humaneval"] = {
         "n": len(humaneval),
-        "bare_s": round(bare_s, 2),
+        "bare_s": [round(t, 2) for t in bare_times],
         "bare_passed": sum(bare_passed),
-        "ours_s": round(ours_s, 2),
+        "ours_s": [round(t, 2) for t in ours_times],
         "ours_passed": int(sum(rewards)),
-        "ratio": round(ours_s / bare_s, 3),
+        "fallback_rows": round(fallback * len(humaneval)),
+        "ratio": round(sum(ours_times) / sum(bare_times), 3),
         "failed": [p["task_id"] for p, r in zip(humaneval, rewards) if r != 1.0],
     }
+    print(json.dumps({"humaneval": results["humaneval"]}), flush=True)
 
     mbpp = _mbpp()
-    bare_s, bare_passed = _bare(
-        [r["code"] + "\n" + r["test_setup_code"] + "\n" + "\n".join(r["test_list"]) + "\n" for r in mbpp], parallel
+    scripts = [r["code"] + "\n" + r["test_setup_code"] + "\n" + "\n".join(r["test_list"]) + "\n" for r in mbpp]
+    columns = {"test_list": [r["test_list"] for r in mbpp], "test_setup_code": [r["test_setup_code"] for r in mbpp]}
+    bare_times, ours_times, bare_passed, (rewards, fallback) = _alternate(
+        mbpp_rounds, lambda: _bare(scripts, parallel), lambda: _ours(verifier, [r["code"] for r in mbpp], **columns)
     )
-    start = time.perf_counter()
-    rewards = verifier(
-        [r["code"] for r in mbpp],
-        test_list=[r["test_list"] for r in mbpp],
-        test_setup_code=[r["test_setup_code"] for r in mbpp],
-    )
-    ours_s = time.perf_counter() - start
     results["mbpp"] = {
         "n": len(mbpp),
-        "bare_s": round(bare_s, 2),
+        "bare_s": [round(t, 2) for t in bare_times],
         "bare_passed": sum(bare_passed),
-        "ours_s": round(ours_s, 2),
+        "ours_s": [round(t, 2) for t in ours_times],
         "ours_passed": int(sum(rewards)),
-        "ratio": round(ours_s / bare_s, 3),
+        "fallback_rows": round(fallback * len(mbpp)),
+        "ratio": round(sum(ours_times) / sum(bare_times), 3),
         "failed_ours": [r["task_id"] for r, x in zip(mbpp, rewards) if x != 1.0],
         "failed_bare": [r["task_id"] for r, x in zip(mbpp, bare_passed) if not x],
     }
@@ -286,11 +307,14 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=["math", "code", "all"], default="all")
-    part = parser.parse_args().part
+    parser.add_argument("--rounds", type=int, default=2, help="alternating HumanEval rounds per side (code part)")
+    parser.add_argument("--mbpp_rounds", type=int, default=1, help="alternating MBPP rounds per side (code part)")
+    arguments = parser.parse_args()
+    part = arguments.part
     logging.basicConfig(level=logging.WARNING)
     if part in ("math", "all"):
         print("== math ==")
         bench_math()
     if part in ("code", "all"):
         print("== code ==")
-        print(json.dumps(bench_code(), indent=1))
+        print(json.dumps(bench_code(arguments.rounds, arguments.mbpp_rounds), indent=1))

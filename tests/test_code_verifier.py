@@ -81,6 +81,8 @@ def test_reward_hacks_score_zero(verifier, tmp_path):
     harness = Path(code_verifier.__file__).with_name("_sandbox_harness.py")
     harness_before = harness.read_bytes()
     wrong = "def add(a, b):\n    return 0\n"
+    # Patches of the program's own interpreter (builtins, `math`, tracing) cannot reach the tests, which run in the
+    # verifier's process: with a wrong `add` they must score 0 (with a right one they would honestly score 1).
     hacks = {
         "os._exit at top level": "import os\nos._exit(0)\n",
         "sys.exit at top level": "import sys\nsys.exit(0)\n",
@@ -93,15 +95,15 @@ def test_reward_hacks_score_zero(verifier, tmp_path):
         "input() at top level": "x = input()\n" + CORRECT_ADD,
         "edit the harness": f"try:\n    open({str(harness)!r}, 'w').write('')\nexcept OSError:\n    pass\n" + wrong,
         "print a fake token": "print('PASS ' + '0' * 32)\nimport os\nos._exit(0)\n",
-        "patch builtins.abs": "import builtins\nbuiltins.abs = lambda x: 0\n" + CORRECT_ADD,
-        "patch builtins.isinstance": "import builtins\nbuiltins.isinstance = lambda *a: True\n" + CORRECT_ADD,
-        "patch builtins.print": "import builtins\nbuiltins.print = lambda *a: None\n" + CORRECT_ADD,
-        "patch sys.exit": "import sys\nsys.exit = lambda *a: None\n" + CORRECT_ADD,
-        "patch math.isclose": "import math\nmath.isclose = lambda *a, **k: True\n" + CORRECT_ADD,
-        "settrace": "import sys\nsys.settrace(lambda *a: None)\n" + CORRECT_ADD,
+        "patch builtins.abs": "import builtins\nbuiltins.abs = lambda x: 0\n" + wrong,
+        "patch builtins.isinstance": "import builtins\nbuiltins.isinstance = lambda *a: True\n" + wrong,
+        "patch builtins.print": "import builtins\nbuiltins.print = lambda *a: None\n" + wrong,
+        "patch sys.exit": "import sys\nsys.exit = lambda *a: None\n" + wrong,
+        "patch math.isclose": "import math\nmath.isclose = lambda *a, **k: True\n" + wrong,
+        "settrace": "import sys\nsys.settrace(lambda *a: None)\n" + wrong,
         "patch in a thread": "import threading, time\nthreading.Thread(target=time.sleep, args=(3,)).start()\n"
         + wrong,
-        "patch during the tests": "import builtins\ndef add(a, b):\n    builtins.abs = lambda x: 0\n    return a + b\n",
+        "patch during the tests": "import builtins\ndef add(a, b):\n    builtins.abs = lambda x: 0\n    return 0\n",
         "swallowed guard error": "class A:\n    __eq__ = lambda s, o: True\ndef add(a, b):\n    return A()\n",
     }
     programs = list(hacks.values())

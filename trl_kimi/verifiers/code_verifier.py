@@ -1,22 +1,30 @@
 r"""Code correctness reward of [Kimi k1.5](https://huggingface.co/papers/2501.12599) (spec §7): run the completion's
-program against the dataset's tests in a sandbox, reward 1.0 only with positive proof that every test ran.
+program against the dataset's tests in a sandbox, reward 1.0 only when every test passed.
 
 Each run goes through three layers:
 
-1. **Sandbox** ([bubblewrap](https://github.com/containers/bubblewrap)): read-only root, a private writable temp dir as
-   `/tmp` and cwd, new pid/net/ipc/uts namespaces (no network), a new session, a cleared environment, `--die-with-parent`.
-   When the trainer runs as root, the sandbox also drops to a random unprivileged uid: root ignores `RLIMIT_NPROC`, and
-   that limit is what stops a fork bomb. Directories the unprivileged uid cannot traverse (a Python under `/root`) are
-   hidden behind a tmpfs and only the Python installation is bound back, read-only.
-2. **Limits**: `RLIMIT_AS`, `RLIMIT_CPU`, `RLIMIT_FSIZE`, `RLIMIT_NPROC`, no core files, a wall-clock timeout, stdout
-   and stderr capped at `max_output_bytes` (the run is stopped beyond it). At the end the whole tree is killed: the
-   sandbox's pid namespace dies with its init, and the session's process group is killed as well.
-3. **Harness** (`_sandbox_harness.py`, passed as `python -I -B -c` source, never a file the program can edit): reads a
-   per-run secret token from a memfd and closes it before the program runs, restores and checks builtins and module
-   attributes between the program and the tests, requires plain built-in return values from the tested functions, and
-   writes the token to a dedicated result pipe only after the last test. Exit status 0 proves nothing.
+1. **Verdict outside the program's interpreter** (`_remote_tests.py`): the tests run in *this* process; every call
+   they make to a name of the program (`candidate(x)`, `f(x)`, `Solution().method(x)`, attribute reads and writes)
+   is sent to the sandboxed harness, which answers with plain built-in values (JSON of `int`, `float`, `str`, `list`,
+   `tuple`, `dict`, `set`, ..., size-limited) or an opaque handle for any other object. Comparisons, `math.isclose`,
+   `abs(a - b) < tol`, `set(...)`, `sorted(...)` run here on data decoded here, with builtins and standard modules the
+   program cannot touch; the expected values never enter the sandbox. Comparing, hashing or testing the truth of a
+   handle fails the run. Tests that cannot run this way (they pass a lambda or an object of their own to the program)
+   fall back to the in-process harness (layer 3's checks), counted as `code_verifier/fallback`.
+2. **Sandbox** ([bubblewrap](https://github.com/containers/bubblewrap)): only what the program needs is mounted:
+   `/usr` and the interpreter's prefixes read-only (a venv anywhere, `/tmp` included, is bound back), a private
+   size-limited tmpfs as `/tmp` and cwd, a read-only minimal `/dev`, the namespace's `/proc`; host files and unix
+   sockets elsewhere do not exist in there. New pid/net/ipc/uts namespaces (no network), a new session, a cleared
+   environment, `--die-with-parent`. As root the sandbox also drops to a random unprivileged uid: root ignores
+   `RLIMIT_NPROC`, and that limit is what stops a fork bomb.
+3. **Limits**: the run's memory (all processes and its `/tmp` together) is bounded by a memory cgroup per run where
+   this process may create one, else by `RLIMIT_AS` x `RLIMIT_NPROC`; disk by the tmpfs size; plus `RLIMIT_CPU`,
+   `RLIMIT_FSIZE`, no core files, a wall-clock timeout and capped output. At the end the whole tree is killed: the
+   sandbox's pid namespace dies with its init, and the session's process group is killed as well. The harness
+   (`_sandbox_harness.py`) is passed as `python -I -B -c` source, never a file the program can edit.
 """
 
+import ctypes
 import json
 import logging
 import os
@@ -25,7 +33,6 @@ import secrets
 import selectors
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -37,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import _remote_tests
 from ._completion import completion_text
 
 
@@ -99,37 +107,132 @@ def _extract_program(text: str) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------------------- sandboxing
-def _hidden_path_binds() -> list[str]:
+def _interpreter_paths() -> list[tuple[str, str]]:
     """
-    bwrap arguments that let an unprivileged uid reach the Python installation: every ancestor directory the uid cannot
-    traverse (e.g. `/root`, mode 700) is covered by a tmpfs, and the needed directories are bound back read-only.
+    `(source, destination)` pairs to bind read-only so the interpreter runs in the sandbox wherever it lives: its
+    prefixes (a venv and the Python it was made from), the real executable's directory and its site-packages, both at
+    their real path and at the path the interpreter knows them by (a symlinked venv). Paths under `/usr` are skipped:
+    the sandbox binds `/usr` whole.
     """
-    needed = {
-        os.path.realpath(path)
-        for path in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *sys.path)
-        if path and os.path.isdir(path)
-    }
-    needed.add(os.path.dirname(os.path.realpath(sys.executable)))
-    hidden, binds = set(), []
-    for path in sorted(needed):
-        ancestor = "/"
-        for part in Path(path).parts[1:]:
-            ancestor = os.path.join(ancestor, part)
-            if not os.stat(ancestor).st_mode & stat.S_IXOTH:
-                hidden.add(ancestor)
-                if not any(path == bound or path.startswith(bound + os.sep) for _, bound in binds):
-                    binds.append((ancestor, path))
-                break
-    arguments = []
-    for ancestor in sorted(hidden):
-        arguments += ["--tmpfs", ancestor]
-    for ancestor, path in binds:
-        directory = ancestor
-        for part in Path(path).relative_to(ancestor).parts[:-1]:
+    import site
+
+    paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, os.path.dirname(sys.executable)]
+    paths += [os.path.dirname(os.path.realpath(sys.executable)), os.path.dirname(os.__file__)]
+    paths += site.getsitepackages() if hasattr(site, "getsitepackages") else []
+    pairs = set()
+    for path in paths:
+        if not path or not os.path.isdir(path):
+            continue
+        real = os.path.realpath(path)
+        for destination in {os.path.abspath(path), real}:
+            # `/` or `/tmp` as a prefix would expose the host (or hide the private `/tmp`): refuse rather than leak.
+            if destination in ("/", "/tmp"):
+                raise RuntimeError(
+                    f"The code verifier cannot sandbox an interpreter whose installation is {destination!r} itself "
+                    f"(from {path!r}); use a Python installed in, or a venv made in, a directory of its own."
+                )
+            if destination != "/usr" and not destination.startswith("/usr/"):
+                pairs.add((real, destination))
+    # Keep only outermost destinations: a bind inside another bind of the same tree adds nothing.
+    chosen: list[tuple[str, str]] = []
+    for real, destination in sorted(pairs, key=lambda pair: pair[1]):
+        if not any(destination.startswith(outer + os.sep) for _, outer in chosen):
+            chosen.append((real, destination))
+    return chosen
+
+
+def _system_binds() -> list[str]:
+    """bwrap arguments for the system's libraries: `/usr`, the merged-`/usr` links (or directories) and ld's cache."""
+    arguments = ["--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        path = "/" + name
+        if os.path.islink(path):
+            arguments += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            arguments += ["--ro-bind", path, path]
+    return [*arguments, "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+
+
+def _interpreter_binds() -> list[str]:
+    """bwrap arguments binding `_interpreter_paths()`, creating their parent directories world-traversable."""
+    arguments, created = [], {"/", "/tmp", "/usr", "/proc", "/dev"}
+    for real, destination in _interpreter_paths():
+        directory = "/"
+        for part in Path(destination).parts[1:-1]:
             directory = os.path.join(directory, part)
-            arguments += ["--perms", "0755", "--dir", directory]  # bwrap would create them 0700, unreachable
-        arguments += ["--ro-bind", path, path]
+            if directory not in created:
+                created.add(directory)
+                # bwrap would create them 0700, which the sandbox's unprivileged uid could not traverse.
+                arguments += ["--perms", "0755", "--dir", directory]
+        arguments += ["--ro-bind", real, destination]
     return arguments
+
+
+class _MemoryCgroups:
+    """
+    Per-run memory cgroups (v1 or v2) under this process's own cgroup, when it may create them (typically as root or
+    with a delegated cgroup): the limit then covers every process of the run together, and its `/tmp` pages too.
+    """
+
+    def __init__(self):
+        self.base, self.version = self._find()
+
+    @staticmethod
+    def _find() -> tuple[str | None, int]:
+        try:
+            lines = Path("/proc/self/cgroup").read_text().splitlines()
+        except OSError:
+            return None, 0
+        candidates = []
+        for line in lines:
+            _, controllers, path = line.split(":", 2)
+            if "memory" in controllers.split(","):
+                candidates.append((os.path.join("/sys/fs/cgroup/memory", path.lstrip("/")), 1))
+            elif controllers == "":
+                candidates.append((os.path.join("/sys/fs/cgroup", path.lstrip("/")), 2))
+        for base, version in candidates:
+            probe = os.path.join(base, f"trl_kimi_probe_{os.getpid()}_{secrets.token_hex(4)}")
+            try:
+                os.mkdir(probe)
+            except OSError:
+                continue
+            try:
+                Path(probe, "memory.limit_in_bytes" if version == 1 else "memory.max").write_text(str(1 << 30))
+                return base, version
+            except OSError:
+                continue
+            finally:
+                os.rmdir(probe)
+        return None, 0
+
+    def create(self, name: str, limit_bytes: int) -> str:
+        path = os.path.join(self.base, name)
+        os.mkdir(path)
+        try:
+            if self.version == 1:
+                Path(path, "memory.limit_in_bytes").write_text(str(limit_bytes))
+                if os.path.exists(os.path.join(path, "memory.memsw.limit_in_bytes")):  # no escape into swap
+                    Path(path, "memory.memsw.limit_in_bytes").write_text(str(limit_bytes))
+            else:
+                Path(path, "memory.max").write_text(str(limit_bytes))
+                if os.path.exists(os.path.join(path, "memory.swap.max")):
+                    Path(path, "memory.swap.max").write_text("0")
+        except OSError:
+            os.rmdir(path)
+            raise
+        return path
+
+    @staticmethod
+    def remove(path: str) -> None:
+        for _ in range(100):  # the kernel frees the cgroup once its last (already killed) process is gone
+            try:
+                os.rmdir(path)
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                time.sleep(0.01)
+        logger.warning("Could not remove the code verifier's cgroup %s.", path)
 
 
 def _children(pid: int) -> list[int]:
@@ -158,6 +261,7 @@ def _kill_marked_processes(marker: str) -> None:
 class _Outcome:
     status: str  # "pass", "fail", "timeout", "output_limit", "sandbox_error", "no_program"
     reason: str = ""
+    fallback: bool = False  # the tests ran in the program's interpreter (see `CodeVerifier`)
 
 
 class CodeVerifier:
@@ -165,39 +269,46 @@ class CodeVerifier:
     Scores code completions by running them against tests in a sandbox: 1.0 when every test passed, 0.0 otherwise.
 
     Callable with TRL's reward signature; each row uses either the HumanEval convention (columns `test`, defining
-    `check(candidate)`, and `entry_point`; the harness calls `check(<entry_point>)`) or the MBPP convention (column
-    `test_list` of `assert` lines, optionally `test_setup_code`, run between the program and the tests). The program
-    is the last fenced Python block of the completion, or the whole completion when it has no fence; a completion cut
-    inside a fence scores 0. A batch runs in parallel, each run bounded by `timeout`.
+    `check(candidate)`, and `entry_point`; `check(<entry_point>)` is called) or the MBPP convention (column `test_list`
+    of `assert` lines, optionally `test_setup_code`, run before the tests). The program is the last fenced Python block
+    of the completion, or the whole completion when it has no fence; a completion cut inside a fence scores 0. A batch
+    runs in parallel, each run bounded by `timeout`.
 
-    A run scores 1.0 only when the sandboxed harness wrote back this run's secret token, which it does after the last
-    test; see the module docstring for the sandbox and the reward hacks it defeats. Failures are logged at debug level;
-    with TRL's `log_metric`, the fractions of runs that timed out, hit a sandbox error or had no program are logged as
-    `code_verifier/timeouts`, `code_verifier/sandbox_errors` and `code_verifier/no_program`.
+    The verdict is computed in this process, not in the program's: the sandboxed program only answers the calls the
+    tests make, with plain built-in values (see the module docstring). Tests that cannot be evaluated that way (they
+    pass a function or an object of their own to the program) fall back to a harness that shares the program's
+    interpreter and hardens it against the common hacks; with TRL's `log_metric`, the fraction of such runs is logged
+    as `code_verifier/fallback`, next to `code_verifier/timeouts`, `code_verifier/sandbox_errors` and
+    `code_verifier/no_program`. Failures are logged at debug level.
 
     Args:
         timeout (`float`, *optional*, defaults to `10.0`):
-            Wall-clock seconds per run, the harness's own start-up included.
+            Wall-clock seconds per run, the sandbox's start-up and the tests included.
         memory_limit_mb (`int`, *optional*, defaults to `2048`):
-            Address-space limit (`RLIMIT_AS`) of the program, in MiB.
+            Memory of a run, all its processes and its `/tmp` together, in MiB: a memory cgroup per run where this
+            process may create one (as root, or with a delegated cgroup). Without one, each process gets an
+            address-space limit (`RLIMIT_AS`) of `memory_limit_mb / max_processes`, so the run still stays within it.
+        disk_limit_mb (`int`, *optional*, defaults to `64`):
+            Size of the run's private `/tmp` (a tmpfs), the only writable place in the sandbox.
         cpu_seconds (`int` or `None`, *optional*, defaults to `None`):
             CPU-time limit (`RLIMIT_CPU`) per process; `None` uses `ceil(timeout)`.
         max_output_bytes (`int`, *optional*, defaults to `1048576`):
             Bytes of stdout plus stderr a run may write; beyond it the run is stopped and scores 0.
-        max_processes (`int`, *optional*, defaults to `64`):
-            `RLIMIT_NPROC` inside the sandbox (processes and threads of the run's uid); stops fork bombs.
+        max_processes (`int` or `None`, *optional*, defaults to `None`):
+            `RLIMIT_NPROC` of the run (processes and threads, the harness included): stops fork bombs. `None` uses 64
+            with a memory cgroup and 4 without one (see `memory_limit_mb`).
         max_parallel (`int` or `None`, *optional*, defaults to `None`):
             Runs at a time; `None` uses `os.cpu_count()`.
         sandbox (`str`, *optional*, defaults to `"bwrap"`):
-            `"bwrap"` (bubblewrap, required unless you opt out) or `"none"`: no namespaces, no read-only filesystem,
+            `"bwrap"` (bubblewrap, required unless you opt out) or `"none"`: no namespaces, no private filesystem,
             no network isolation; rlimits, a process group, the timeout and the tree kill still apply. Use `"none"`
             only where the machine itself is a sandbox.
 
-    Example:
+    Example (needs bubblewrap, so the doctest skips it):
     ```python
-    >>> verifier = CodeVerifier(timeout=5.0)
+    >>> verifier = CodeVerifier(timeout=5.0)  # doctest: +SKIP
     >>> completions = ["```python\ndef add(a, b):\n    return a + b\n```", "def add(a, b):\n    return a - b"]
-    >>> verifier(completions, test_list=[["assert add(1, 2) == 3"]] * 2)
+    >>> verifier(completions, test_list=[["assert add(1, 2) == 3"]] * 2)  # doctest: +SKIP
     [1.0, 0.0]
 
     ```
@@ -207,9 +318,10 @@ class CodeVerifier:
         self,
         timeout: float = 10.0,
         memory_limit_mb: int = 2048,
+        disk_limit_mb: int = 64,
         cpu_seconds: int | None = None,
         max_output_bytes: int = 1 << 20,
-        max_processes: int = 64,
+        max_processes: int | None = None,
         max_parallel: int | None = None,
         sandbox: str = "bwrap",
     ):
@@ -218,8 +330,9 @@ class CodeVerifier:
         for name, value in (
             ("timeout", timeout),
             ("memory_limit_mb", memory_limit_mb),
+            ("disk_limit_mb", disk_limit_mb),
             ("max_output_bytes", max_output_bytes),
-            ("max_processes", max_processes),
+            ("max_processes", 1 if max_processes is None else max_processes),
         ):
             if value <= 0:
                 raise ValueError(f"{name} must be > 0, got {value}.")
@@ -229,12 +342,15 @@ class CodeVerifier:
             raise ValueError(f"max_parallel must be >= 1 or None (os.cpu_count()), got {max_parallel}.")
         self.timeout = float(timeout)
         self.memory_limit_mb = memory_limit_mb
+        self.disk_limit_mb = disk_limit_mb
         self.cpu_seconds = cpu_seconds if cpu_seconds is not None else max(1, int(-(-timeout // 1)))
         self.max_output_bytes = max_output_bytes
-        self.max_processes = max_processes
         self.max_parallel = max_parallel or os.cpu_count() or 1
         self.sandbox = sandbox
         self.__name__ = "code_reward"  # TRL names the reward's metrics after it
+        self._cgroups = _MemoryCgroups()
+        self.memory_accounting = "cgroup" if self._cgroups.base else "rlimit"
+        self.max_processes = max_processes or (64 if self._cgroups.base else 4)
         # Root ignores RLIMIT_NPROC, so as root the sandbox drops to an unprivileged uid (see the module docstring).
         self._drop_privileges = sandbox == "bwrap" and os.geteuid() == 0
         if sandbox == "none":
@@ -257,17 +373,25 @@ class CodeVerifier:
 
     # ---------------------------------------------------------------------------------------------- sandbox set-up
     def _build_bwrap_arguments(self, bwrap: str) -> list[str]:
-        arguments = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
         if self._drop_privileges:
-            arguments += _hidden_path_binds()
             # Root's bwrap does not create a user namespace and would keep every capability: keep only what the
             # harness needs to drop to its uid (the kernel clears them at that point).
             namespaces = ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
             capabilities = ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
         else:
             namespaces, capabilities = ["--unshare-all"], []
+        # Only what the program needs is mounted: the system's libraries and the interpreter read-only, a private
+        # size-limited tmpfs as `/tmp` (bound first, so a venv under the host's `/tmp` is bound back over it), a
+        # minimal read-only `/dev` (its `shm` would be an unbounded writable tmpfs) and the namespace's `/proc`.
+        # Host files and unix sockets elsewhere (`/var/tmp`, `/run`, home directories) do not exist in there.
         return [
-            *arguments,
+            bwrap,
+            *_system_binds(),
+            "--proc", "/proc",
+            "--dev", "/dev",
+            "--perms", "01777", "--size", str(self.disk_limit_mb * 1024 * 1024), "--tmpfs", "/tmp",
+            *_interpreter_binds(),
+            "--remount-ro", "/dev",
             *namespaces,
             *capabilities,
             "--die-with-parent",
@@ -276,6 +400,7 @@ class CodeVerifier:
             "--setenv", "PATH", _PATH,
             "--setenv", "HOME", "/tmp",
             "--setenv", "LANG", "C.UTF-8",
+            "--chdir", "/tmp",
         ]  # fmt: skip
 
     def _probe(self) -> None:
@@ -286,78 +411,110 @@ class CodeVerifier:
                 return
             outcome = self._run("x = 1", setup="", tests="assert x == 1", entry_point=None)
             if outcome.status != "pass":
+                hint = _INSTALL_HINT
+                if outcome.reason.startswith("bwrap: execvp"):
+                    hint = (
+                        f"bwrap runs, but not the interpreter {sys.executable!r} inside the sandbox; its prefix "
+                        f"({sys.prefix!r}) should be bound read-only. Please report this with your Python's location."
+                    )
                 raise RuntimeError(
                     f"The code verifier's bubblewrap sandbox failed to run a trivial program ({outcome.status}: "
-                    f"{outcome.reason}). {_INSTALL_HINT}"
+                    f"{outcome.reason}). {hint}"
                 )
             _probed_sandboxes.add(key)
 
     # ------------------------------------------------------------------------------------------------------- runs
-    def _run(self, program: str, setup: str, tests: str, entry_point: str | None) -> _Outcome:
-        """Runs one program against its tests in a fresh sandbox; never leaves a process behind."""
-        token = secrets.token_hex(16)
-        uid = _SANDBOX_UID_BASE + random.randrange(_SANDBOX_UID_BASE) if self._drop_privileges else None
-        limits = {
-            "RLIMIT_AS": self.memory_limit_mb * 1024 * 1024,
+    def _limits(self) -> dict[str, int]:
+        memory = self.memory_limit_mb * 1024 * 1024
+        return {
+            # With a cgroup for the run's total, one process may use all of it; without, the processes share it.
+            "RLIMIT_AS": memory if self.memory_accounting == "cgroup" else memory // self.max_processes,
             "RLIMIT_CPU": self.cpu_seconds,
-            "RLIMIT_FSIZE": _MAX_FILE_BYTES,
+            "RLIMIT_FSIZE": min(_MAX_FILE_BYTES, self.disk_limit_mb * 1024 * 1024),
             "RLIMIT_NPROC": self.max_processes,
             "RLIMIT_CORE": 0,
         }
+
+    def _run(self, program: str, setup: str, tests: str, entry_point: str | None, serve: bool = True) -> _Outcome:
+        """
+        Runs one program against its tests in a fresh sandbox; never leaves a process behind. With `serve`, the tests
+        run here and only the program's calls in the sandbox; a row whose tests cannot be run that way falls back.
+        """
+        outcome = self._launch(program, setup, tests, entry_point, serve)
+        if outcome is None:  # Unrewritable: the tests must share the program's interpreter
+            outcome = self._launch(program, setup, tests, entry_point, serve=False)
+            outcome.fallback = True
+        return outcome
+
+    def _launch(self, program: str, setup: str, tests: str, entry_point: str | None, serve: bool) -> _Outcome | None:
+        token = secrets.token_hex(16)
+        uid = _SANDBOX_UID_BASE + random.randrange(_SANDBOX_UID_BASE) if self._drop_privileges else None
         payload = {
-            "token": token,
+            "mode": "serve" if serve else "inprocess",
             "program": program,
-            "setup": setup,
-            "tests": tests,
-            "entry_point": entry_point,
-            "limits": limits,
+            "limits": self._limits(),
             "uid": uid,
         }
-        workdir = tempfile.mkdtemp(prefix="trl_kimi_code_")
-        # The payload travels in a memfd, not a file in the workdir: the harness closes it before the program runs.
+        if not serve:  # only the in-process harness sees the tests and the token
+            payload.update(token=token, setup=setup, tests=tests, entry_point=entry_point)
+        workdir = tempfile.mkdtemp(prefix="trl_kimi_code_") if self.sandbox == "none" else None
+        cgroup = None
+        # The payload travels in a memfd, not a file: the harness closes it before the program runs.
         payload_fd = os.memfd_create("trl_kimi_code_payload")
         result_read, result_write = os.pipe()
         output_read, output_write = os.pipe()
+        request_read, request_write = os.pipe() if serve else (-1, -1)
         process = None
         try:
             os.write(payload_fd, json.dumps(payload).encode())
             os.lseek(payload_fd, 0, os.SEEK_SET)
             harness = [sys.executable, "-I", "-B", "-c", _HARNESS_SOURCE, str(payload_fd), str(result_write)]
+            pass_fds = [payload_fd, result_write]
+            if serve:
+                harness.append(str(request_read))
+                pass_fds.append(request_read)
             if self.sandbox == "bwrap":
-                if uid is not None:
-                    os.chown(workdir, uid, uid)
-                    # bwrap enters the directory after dropping CAP_DAC_OVERRIDE: "others" need search permission.
-                    os.chmod(workdir, 0o701)
-                command = [*self._bwrap_arguments, "--bind", workdir, "/tmp", "--chdir", "/tmp", "--", *harness]
+                command = [*self._bwrap_arguments, "--", *harness]
                 env = {"PATH": _PATH}
                 marker = None
             else:
                 command = harness
                 marker = f"{_RUN_MARKER}={token[:16]}"
                 env = {"PATH": _PATH, "HOME": workdir, "LANG": "C.UTF-8", _RUN_MARKER: token[:16]}
+            if self._cgroups.base:
+                cgroup = self._cgroups.create(f"trl_kimi_{token[:16]}", self.memory_limit_mb * 1024 * 1024)
+                # The shell joins the cgroup before exec'ing the sandbox, so no process of the run starts outside it.
+                procs = os.path.join(cgroup, "cgroup.procs")
+                command = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', procs, *command]
             process = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,  # a program waiting on input() gets EOF
                 stdout=output_write,
                 stderr=output_write,
-                pass_fds=(payload_fd, result_write),
-                cwd=workdir,
+                pass_fds=pass_fds,
+                cwd=workdir or "/",
                 env=env,
                 start_new_session=True,  # its own process group, killed as a whole at the end
             )
-            for fd in (payload_fd, result_write, output_write):
-                os.close(fd)
-            payload_fd = result_write = output_write = -1
+            for fd in (payload_fd, result_write, output_write, request_read):
+                if fd >= 0:
+                    os.close(fd)
+            payload_fd = result_write = output_write = request_read = -1
+            if serve:
+                return self._judge(process, setup, tests, entry_point, request_write, result_read, output_read)
             status, output, result = self._collect(process, output_read, result_read)
         finally:
-            for fd in (payload_fd, result_write, output_write, output_read, result_read):
+            for fd in (payload_fd, result_write, output_write, output_read, result_read, request_read, request_write):
                 if fd >= 0:
                     os.close(fd)
             if process is not None:
                 self._kill_tree(process, marker if self.sandbox == "none" else None)
-            shutil.rmtree(
-                workdir, onerror=lambda *args: logger.warning("Could not remove %s: %s", args[1], args[2][1])
-            )
+            if cgroup is not None:
+                self._cgroups.remove(cgroup)
+            if workdir is not None:
+                shutil.rmtree(
+                    workdir, onerror=lambda *args: logger.warning("Could not remove %s: %s", args[1], args[2][1])
+                )
 
         if status != "done":
             return _Outcome(status, f"after {self.timeout:g}s" if status == "timeout" else "")
@@ -368,6 +525,69 @@ class CodeVerifier:
             return _Outcome("sandbox_error", text.strip()[-500:])
         reason = result.decode("utf-8", errors="replace").strip() or f"no result (exit status {process.returncode})"
         return _Outcome("fail", f"{reason}; output: {text[-300:]!r}")
+
+    def _judge(
+        self,
+        process: subprocess.Popen,
+        setup: str,
+        tests: str,
+        entry_point: str | None,
+        request_fd: int,
+        response_fd: int,
+        output_fd: int,
+    ) -> _Outcome | None:
+        """Runs the tests in this thread, the program's calls in the sandbox; `None` when they must fall back."""
+        deadline = time.monotonic() + self.timeout
+        channel = _remote_tests.Channel(request_fd, response_fd, output_fd, deadline, self.max_output_bytes)
+        # The tests are the dataset's code, but the values they loop over come from the program: a pure-Python loop
+        # here (`for _ in range(candidate(x))`) is interrupted at the deadline by an exception sent to this thread.
+        thread_id, lock, state = threading.get_ident(), threading.Lock(), {"active": True, "fired": False}
+
+        def interrupt() -> None:
+            with lock:
+                if state["active"]:
+                    state["fired"] = True
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                        ctypes.c_ulong(thread_id), ctypes.py_object(_remote_tests.Deadline)
+                    )
+
+        timer = threading.Timer(self.timeout + _EXIT_GRACE_SECONDS, interrupt)
+        timer.daemon = True
+        timer.start()
+        try:
+            try:
+                _remote_tests.run_tests(channel, setup, tests, entry_point)
+            finally:
+                with lock:
+                    state["active"] = False
+                timer.cancel()
+                if state["fired"]:
+                    # The exception is delivered at an instruction boundary: if the tests ended just before it, take
+                    # it here (at a loop's back edge) rather than let it hit the caller. (Clearing it with a NULL
+                    # exception instead would leave CPython's eval breaker set for good.)
+                    try:
+                        for _ in range(1_000_000):
+                            pass
+                    except _remote_tests.Deadline:
+                        pass
+        except _remote_tests.Unrewritable:
+            return None
+        except _remote_tests.Deadline:
+            return _Outcome("timeout", f"after {self.timeout:g}s")
+        except _remote_tests.OutputLimit:
+            return _Outcome("output_limit")
+        except _remote_tests.SandboxGone as error:
+            text = channel.output.decode("utf-8", errors="replace")
+            if not channel.calls and text.startswith("bwrap:"):
+                return _Outcome("sandbox_error", text.strip()[-500:])
+            return _Outcome("fail", f"{error}; output: {text[-300:]!r}")
+        except (Exception, SystemExit, _remote_tests.Violation) as error:  # noqa: B036 - the tests' SystemExit fails
+            return _Outcome("fail", f"{error!r}"[:1000])
+        finally:
+            channel.close()
+        if isinstance(channel.failure, _remote_tests.Unrewritable):
+            return None
+        return _Outcome("pass")
 
     def _collect(self, process: subprocess.Popen, output_fd: int, result_fd: int) -> tuple[str, bytes, bytes]:
         """Reads output (capped) and the result until both pipes close, the process is gone, or the deadline."""
@@ -488,6 +708,7 @@ class CodeVerifier:
                 ("no_program", "no_program"),
             ):
                 log_metric(f"code_verifier/{name}", sum(o.status == status for o in outcomes) / len(outcomes))
+            log_metric("code_verifier/fallback", sum(o.fallback for o in outcomes) / len(outcomes))
         return [1.0 if outcome.status == "pass" else 0.0 for outcome in outcomes]
 
 
@@ -524,11 +745,14 @@ def code_reward(
     Returns:
         `list[float]`: 1.0 or 0.0 per completion.
 
-    Example:
+    Example (needs bubblewrap, so the doctest skips it):
     ```python
     >>> solution = "```python\ndef double(x):\n    return 2 * x\n```"
-    >>> code_reward([solution, "```python\nimport os\nos._exit(0)\n```"],
-    ...             test=["def check(candidate):\n    assert candidate(2) == 4\n"] * 2, entry_point=["double"] * 2)
+    >>> code_reward(  # doctest: +SKIP
+    ...     [solution, "```python\nimport os\nos._exit(0)\n```"],
+    ...     test=["def check(candidate):\n    assert candidate(2) == 4\n"] * 2,
+    ...     entry_point=["double"] * 2,
+    ... )
     [1.0, 0.0]
 
     ```
