@@ -36,6 +36,11 @@ def run_two_processes(script: str, out_dir: Path, launcher: str = "torchrun") ->
     command = [sys.executable, *command, str(REPO / "tests" / "scripts" / script), str(out_dir)]
     result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    # The teardown: each rank destroyed its process group before exiting (left alive, gloo's threads made a rank abort
+    # at interpreter exit now and then: "terminate called without an active exception", exit -6).
+    assert "terminate called" not in result.stderr
+    ends = [json.loads((out_dir / f"rank{rank}.end.json").read_text()) for rank in (0, 1)]
+    assert ends == [{"process_group_alive": False}] * 2
 
 
 @pytest.mark.slow

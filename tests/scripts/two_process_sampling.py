@@ -9,6 +9,8 @@ import json
 import os
 import sys
 
+import torch
+
 from tests.test_sampling import answer_not_multiple_of_3_reward
 from tests.utils import tiny_config, tiny_model
 from trl_kimi import KimiMirrorDescentTrainer
@@ -28,7 +30,7 @@ class DumpingTrainer(KimiMirrorDescentTrainer):
         super()._feed_back_success(inputs, rewards_per_func)
 
 
-def main(out_dir: str) -> None:
+def main(out_dir: str) -> KimiMirrorDescentTrainer:
     tokenizer = arithmetic.make_tokenizer()
     args = tiny_config(
         os.path.join(out_dir, "run"),
@@ -58,6 +60,18 @@ def main(out_dir: str) -> None:
             f,
         )
 
+    return trainer
+
+
+def end(trainer, out_dir: str) -> None:
+    """Destroy the process group before the interpreter exits, as every multi-process script must: left alive, gloo's
+    worker threads still hold work objects during finalisation and a rank can abort after training ("terminate
+    called without an active exception", exit -6)."""
+    trainer.accelerator.end_training()
+    rank = trainer.accelerator.process_index
+    with open(os.path.join(out_dir, f"rank{rank}.end.json"), "w") as f:
+        json.dump({"process_group_alive": torch.distributed.is_initialized()}, f)
+
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    end(main(sys.argv[1]), sys.argv[1])
