@@ -34,6 +34,8 @@ from transformers import HfArgumentParser, set_seed  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 from trl_kimi import KimiConfig, KimiMirrorDescentTrainer  # noqa: E402
+from trl_kimi.hub import BUILTIN_DATASET  # noqa: E402
+from trl_kimi.model_card import CARD_METRICS, card_config_values, card_metrics, generate_kimi_model_card  # noqa: E402
 from trl_kimi.tasks import arithmetic  # noqa: E402
 
 
@@ -66,7 +68,7 @@ class DemoArguments:
     num_generations: int = field(default=8, metadata={"help": "Samples per prompt, k."})
     prompts_per_batch: int = field(default=16, metadata={"help": "Prompts per generated batch."})
     steps_per_generation: int = field(
-        default=2, metadata={"help": "Optimizer steps per generated batch (tau acts from the 2nd on)."}
+        default=4, metadata={"help": "Optimizer steps per generated batch (tau acts from the 2nd on)."}
     )
     max_completion_length: int = field(default=64, metadata={"help": "Token cap of a completion."})
     hidden_size: int = field(default=128, metadata={"help": "Width of the tiny Qwen2."})
@@ -174,37 +176,15 @@ def evaluate(args: DemoArguments, model, tokenizer, dataset) -> dict[str, float]
     }
 
 
-def demo_model_card(args: DemoArguments, before: dict, after: dict, seconds: float) -> str:
-    """The card of the demo model: what it is, how to run it, what it scored, how to reproduce it."""
-    tags = "\n".join(f"- {tag}" for tag in KimiMirrorDescentTrainer._tag_names)
-    citation = KimiMirrorDescentTrainer._paper["citation"]
-    return f"""---
-library_name: transformers
-tags:
-{tags}
-license: apache-2.0
----
+def demo_model_card(args: DemoArguments, before: dict, after: dict, seconds: float, trainer) -> str:
+    """The card of the demo model, through the package's one card writer (`trl_kimi.model_card`): method, config,
+    training metrics, then what the model is, what it scored and how to reproduce it."""
+    results = f"""## Results on the embedded task
 
-# kimi-chain-sum-tiny
-
-A {args.hidden_size}-wide, {args.num_layers}-layer Qwen2 (character-level tokenizer) trained from scratch on the chain-sum task of trl-kimi (`trl_kimi.tasks.arithmetic`):
-a short SFT warm start with TRL's `SFTTrainer`, then Kimi k1.5 online mirror descent
-([arXiv:2501.12599](https://huggingface.co/papers/2501.12599)) with `KimiMirrorDescentTrainer` and an exact verifier.
-A demonstration model, not a general one: it only knows this task.
-
-## Quick start
-
-```python
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-tokenizer = AutoTokenizer.from_pretrained("{args.output_dir}/model")
-model = AutoModelForCausalLM.from_pretrained("{args.output_dir}/model")
-inputs = tokenizer(["a3b5c8d2="], return_tensors="pt")  # 3 + 5 + 8 + 2
-output = model.generate(**inputs, max_new_tokens=64, do_sample=False)
-print(tokenizer.decode(output[0, inputs.input_ids.shape[1]:], skip_special_tokens=True))  # e.g. =18
-```
-
-## Results on the embedded task
+A {args.hidden_size}-wide, {args.num_layers}-layer Qwen2 (character-level tokenizer) trained from scratch on the \
+chain-sum task of trl-kimi (`trl_kimi.tasks.arithmetic`): a short SFT warm start with TRL's `SFTTrainer`, then Kimi \
+k1.5 online mirror descent with `KimiMirrorDescentTrainer` and an exact verifier. A demonstration model, not a general \
+one: it only knows this task, e.g. `a3b5c8d2=` (3 + 5 + 8 + 2) → `=18` or `a3:3,b5:8,c8:16,d2:18=18`.
 
 Held-out split of {args.num_eval_prompts} problems (2 to {args.max_terms} terms), pass@1 averaged over
 {args.eval_samples} samples at temperature 1.0, and greedy decoding.
@@ -216,22 +196,28 @@ Held-out split of {args.num_eval_prompts} problems (2 to {args.max_terms} terms)
 | after Kimi RL ({args.rl_steps} steps, tau={args.tau}, k={args.num_generations}) | {after["accuracy"]:.3f} | \
 {after["mean_tokens"]:.1f} | {after["greedy_accuracy"]:.3f} |
 
-## Training procedure
-
-SFT: {args.num_sft_examples} examples, {args.long_fraction:.0%} with the chain of thought; {args.short_slip_rate:.0%} of \
-the answers given without working and {args.long_slip_rate:.0%} of the chains of thought carry a slip (imperfect \
-demonstrations). RL: {args.rl_steps} optimizer steps, {args.prompts_per_batch} prompts x {args.num_generations} samples \
-per generated batch, {args.steps_per_generation} optimizer steps per batch, learning rate {args.rl_learning_rate} \
-(warm-up {args.rl_warmup_steps} steps), tau = {args.tau}, reward 1 for an exact final answer.
+SFT: {args.num_sft_examples} examples, {args.long_fraction:.0%} with the chain of thought; \
+{args.short_slip_rate:.0%} of the answers given without working and {args.long_slip_rate:.0%} of the chains of thought \
+carry a slip (imperfect demonstrations). RL: {args.rl_steps} optimizer steps, {args.prompts_per_batch} prompts x \
+{args.num_generations} samples per generated batch, {args.steps_per_generation} optimizer steps per batch, learning \
+rate {args.rl_learning_rate} (warm-up {args.rl_warmup_steps} steps), tau = {args.tau}, reward 1 for an exact final \
+answer.
 
 Reproduce: `python -m trl_kimi.demo --seed {args.seed}` ({seconds / 60:.1f} min on the machine of this run).
-
-## Citation
-
-```bibtex
-{citation}
-```
 """
+    card = generate_kimi_model_card(
+        model_name="kimi-chain-sum-tiny",
+        model_id=f"{args.output_dir}/model",
+        base_model=None,
+        dataset_name=BUILTIN_DATASET,
+        tags=list(trainer._tag_names),
+        trainer_name=trainer._name,
+        paper=trainer._paper,
+        config_values=card_config_values(trainer.args),
+        metrics=card_metrics(trainer.state.log_history, names=CARD_METRICS),
+        extra_sections=results,
+    )
+    return str(card)
 
 
 def main(args: DemoArguments) -> dict:
@@ -287,7 +273,7 @@ def main(args: DemoArguments) -> dict:
     trainer.save_model(str(final_dir))
     tokenizer.save_pretrained(str(final_dir))
     seconds = time.perf_counter() - start
-    (final_dir / "README.md").write_text(demo_model_card(args, before, after, seconds))
+    (final_dir / "README.md").write_text(demo_model_card(args, before, after, seconds, trainer))
     plot_history(trainer.state.log_history, out / "training_curves.png")
 
     results = {"before": before, "after": after, "seconds": round(seconds, 1), "args": asdict(args)}
