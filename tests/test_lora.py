@@ -27,9 +27,30 @@ def test_lora_train_eval_push(tmp_path, capsys, monkeypatch):
     run = tmp_path / "lora"
 
     # train: LoRA on the tiny Qwen2; the output folder holds the adapter, not the whole model
-    argv = ["--model_name_or_path", str(base), "--dataset_name", "chain-sum", "--max_train_samples", "8",
-            "--output_dir", str(run), *TINY_TRAIN, "--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8",
-            "--lora_target_modules", "q_proj", "v_proj", "--learning_rate", "0.05"]  # fmt: skip
+    argv = [
+        "--model_name_or_path",
+        str(base),
+        "--dataset_name",
+        "chain-sum",
+        "--max_train_samples",
+        "8",
+        "--output_dir",
+        str(run),
+        *TINY_TRAIN,
+        "--use_peft",
+        "true",
+        "--lora_r",
+        "4",
+        "--lora_alpha",
+        "8",
+        "--lora_target_modules",
+        "q_proj",
+        "v_proj",
+        "--learning_rate",
+        "0.05",
+        "--reward",
+        "tests.utils.digit_fraction_reward",
+    ]  # fmt: skip  (varies within a group: nonzero gradients)
     trainer = train.train(*train.make_parser().parse_args_and_config(argv))
     files = set(os.listdir(run))
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= files
@@ -53,6 +74,7 @@ def test_lora_train_eval_push(tmp_path, capsys, monkeypatch):
     eval_dir = tmp_path / "eval"
     capsys.readouterr()
     assert main(["eval", "--model_name_or_path", str(run), "--dataset_name", "chain-sum", "--max_eval_samples", "4",
+                 "--reward", "tests.utils.digit_fraction_reward",
                  "--num_samples", "2", "--k", "1", "2", "--max_completion_length", "8", "--output_dir",
                  str(eval_dir), "--progress", "false", "--push_results", "--hub_model_id", "someone/tiny-lora"]) == 0  # fmt: skip
     summary = json.loads((eval_dir / "summary.json").read_text())

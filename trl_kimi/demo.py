@@ -129,8 +129,12 @@ def rl_config(args: DemoArguments) -> KimiConfig:
 
 
 def plot_history(log_history: list[dict], path: Path) -> None:
-    """Reward and mean completion length per RL step, one PNG."""
-    import matplotlib
+    """Reward and mean completion length per RL step, one PNG (skipped, with the fix, without matplotlib)."""
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"[trl-kimi demo] no plot ({path.name}): matplotlib is missing; pip install 'trl-kimi[plot]'.")
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -18,9 +18,11 @@ card when the model is a Hub id or `--hub_model_id` is given. Flags mean what th
 (`--dataset_test_split`, `--max_eval_samples`, `--max_completion_length`, `--temperature`, `--reward`, ...).
 """
 
+import importlib.util
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from trl import TrlParser
 
@@ -162,6 +164,8 @@ def run_eval(args: EvalArguments) -> dict:
     from ..evaluation import evaluate
 
     check_model_name_or_path(args.model_name_or_path, args.model_revision)
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ImportError("trl-kimi eval plots accuracy_vs_tokens.png with matplotlib: pip install 'trl-kimi[plot]'.")
     custom = "." in args.reward and args.reward not in REWARDS
     processing_class = load_processing_class(args.model_name_or_path, args.model_revision)
     dataset, reward = load_task(
@@ -244,7 +248,7 @@ def push_results(args: EvalArguments, summary: dict) -> list[str]:
     written = []
     if os.path.isdir(args.model_name_or_path):
         path = os.path.join(args.model_name_or_path, "README.md")
-        card = ModelCard.load(path) if os.path.isfile(path) else ModelCard("---\n---\n")
+        card = ModelCard(Path(path).read_text()) if os.path.isfile(path) else ModelCard("---\n---\n")
         add_eval_results(card, summary, args.dataset_name, **dataset).save(path)
         written.append(path)
     repo_id = args.hub_model_id or (None if os.path.isdir(args.model_name_or_path) else args.model_name_or_path)

@@ -112,6 +112,7 @@ def train(script_args: TrainScriptArguments, training_args, model_args: ModelCon
 
     # Checked before anything is loaded: a wrong reward name or a missing sandbox should not cost a model load.
     verifier, reward_names = split_rewards(script_args.reward)
+    check_sandbox(verifier)  # `--reward code`; `auto` is checked once the dataset's columns have resolved it
     if model_args.use_peft or model_args.load_in_4bit or model_args.load_in_8bit:
         from transformers.utils import is_peft_available
 
