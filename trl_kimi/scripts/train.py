@@ -187,12 +187,15 @@ def launch_args(argv: list[str], prog: str) -> tuple[list[str], list[str]]:
     # Flags are told apart at the argparse level, without building the configs: their checks (e.g. bf16 needs a GPU)
     # belong to the launched processes, which may see devices the launcher does not.
     parser = make_parser(prog)
-    _, cli_remaining = parser.parse_known_args(argv)
-    config_remaining = []
+    config_remaining, config_path = [], None
     if "--config" in argv and argv.index("--config") + 1 < len(argv):
+        i = argv.index("--config")
+        config_path, argv = argv[i + 1], argv[:i] + argv[i + 2 :]  # TrlParser's own flag, not an argparse one
+    _, cli_remaining = parser.parse_known_args(argv)
+    if config_path is not None:
         import yaml
 
-        with open(argv[argv.index("--config") + 1]) as f:
+        with open(config_path) as f:
             config = yaml.safe_load(f) or {}
         known = {action.dest for action in parser._actions} | {"env"}
         for key, value in config.items():
