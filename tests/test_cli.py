@@ -63,6 +63,8 @@ def test_subcommand_help_documents_every_field(command, capsys):
                 assert f"--{f.name}" in help_text, f.name
     if command == "train":
         assert "--tau" in help_text and "--sampling_strategy" in help_text  # KimiConfig's own fields
+        for option in ("length_penalty", "repetition", "module.function", "--reward_weights", "--use_peft"):
+            assert option in help_text, option  # the reward options and TRL's LoRA flags are listed
 
 
 def test_train_eval_verify_end_to_end(base_model, tmp_path, capsys):

@@ -42,12 +42,8 @@ def examples_dir() -> Path:
 
     ```
     """
-    checkout = Path(__file__).resolve().parents[1] / "examples"
-    if (checkout / "accelerate_configs").is_dir():
-        return checkout
-    from importlib import resources
-
-    return Path(str(resources.files("trl_kimi.examples")))
+    installed = Path(__file__).resolve().parent / "examples"  # in the wheel: trl_kimi/examples
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[1] / "examples"
 
 
 def _help() -> str:
