@@ -93,7 +93,7 @@ class KimiMathScriptArguments(ScriptArguments):
     )
 
 
-def load_split(script_args: KimiMathScriptArguments, file: str | None, split: str, limit: int | None, tokenizer=None):
+def load_split(script_args: KimiMathScriptArguments, file: str | None, split: str, limit: int | None):
     """GSM8K (`question`/`answer`) or MATH (`problem`/`answer`) rows → TRL's conversational `prompt` + `solution`,
     the format of `trl-kimi train` and `trl-kimi eval`."""
     if file is None and script_args.dataset_name is None:
