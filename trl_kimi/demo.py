@@ -68,7 +68,7 @@ class DemoArguments:
     num_generations: int = field(default=8, metadata={"help": "Samples per prompt, k."})
     prompts_per_batch: int = field(default=16, metadata={"help": "Prompts per generated batch."})
     steps_per_generation: int = field(
-        default=4, metadata={"help": "Optimizer steps per generated batch (tau acts from the 2nd on)."}
+        default=2, metadata={"help": "Optimizer steps per generated batch (tau acts from the 2nd on)."}
     )
     max_completion_length: int = field(default=64, metadata={"help": "Token cap of a completion."})
     hidden_size: int = field(default=128, metadata={"help": "Width of the tiny Qwen2."})
@@ -254,10 +254,14 @@ def main(args: DemoArguments) -> dict:
     print(f"[trl-kimi demo] tiny Qwen2: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
 
     # ----------------------------------------------------------------- warm start
+    timings = {"setup_s": time.perf_counter() - start}  # where the minutes go, in results.json
+    mark = time.perf_counter()
     warm_start(args, model, tokenizer, sft_dataset)
+    timings["sft_s"], mark = time.perf_counter() - mark, time.perf_counter()
     model.save_pretrained(out / "warm_start")  # the starting point of examples/kimi_arithmetic.py and long2short
     tokenizer.save_pretrained(out / "warm_start")
     before = evaluate(args, model, tokenizer, eval_dataset)
+    timings["eval_before_s"], mark = time.perf_counter() - mark, time.perf_counter()
     print(f"[trl-kimi demo] after SFT warm start: {json.dumps(before)}")
 
     # ----------------------------------------------------------------- Kimi RL
@@ -269,7 +273,9 @@ def main(args: DemoArguments) -> dict:
         processing_class=tokenizer,
     )
     trainer.train()
+    timings["rl_s"], mark = time.perf_counter() - mark, time.perf_counter()
     after = evaluate(args, trainer.model, tokenizer, eval_dataset)
+    timings["eval_after_s"] = time.perf_counter() - mark
     print(f"[trl-kimi demo] after Kimi RL:        {json.dumps(after)}")
 
     # ----------------------------------------------------------------- save, card, plot
@@ -280,8 +286,16 @@ def main(args: DemoArguments) -> dict:
     (final_dir / "README.md").write_text(demo_model_card(args, before, after, seconds, trainer))
     plot_history(trainer.state.log_history, out / "training_curves.png")
 
-    results = {"before": before, "after": after, "seconds": round(seconds, 1), "args": asdict(args)}
+    timings = {name: round(value, 1) for name, value in timings.items()}
+    results = {
+        "before": before,
+        "after": after,
+        "seconds": round(seconds, 1),
+        "timings": timings,
+        "args": asdict(args),
+    }
     (out / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"[trl-kimi demo] seconds per phase: {json.dumps(timings)}")
     print(
         f"[trl-kimi demo] pass@1 (T=1.0) {before['accuracy']:.3f} -> {after['accuracy']:.3f}, "
         f"greedy {before['greedy_accuracy']:.3f} -> {after['greedy_accuracy']:.3f}, "
