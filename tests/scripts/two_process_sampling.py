@@ -9,8 +9,6 @@ import json
 import os
 import sys
 
-import torch
-
 from tests.test_sampling import answer_not_multiple_of_3_reward
 from tests.utils import tiny_config, tiny_model
 from trl_kimi import KimiMirrorDescentTrainer
@@ -30,7 +28,7 @@ class DumpingTrainer(KimiMirrorDescentTrainer):
         super()._feed_back_success(inputs, rewards_per_func)
 
 
-def main(out_dir: str) -> KimiMirrorDescentTrainer:
+def main(out_dir: str) -> None:
     tokenizer = arithmetic.make_tokenizer()
     args = tiny_config(
         os.path.join(out_dir, "run"),
@@ -60,18 +58,6 @@ def main(out_dir: str) -> KimiMirrorDescentTrainer:
             f,
         )
 
-    return trainer
-
-
-def end(trainer, out_dir: str) -> None:
-    """Destroy the process group before the interpreter exits, as every multi-process script must: left alive, gloo's
-    worker threads still hold work objects during finalisation and a rank can abort after training ("terminate
-    called without an active exception", exit -6)."""
-    trainer.accelerator.end_training()
-    rank = trainer.accelerator.process_index
-    with open(os.path.join(out_dir, f"rank{rank}.end.json"), "w") as f:
-        json.dump({"process_group_alive": torch.distributed.is_initialized()}, f)
-
 
 if __name__ == "__main__":
-    end(main(sys.argv[1]), sys.argv[1])
+    main(sys.argv[1])
