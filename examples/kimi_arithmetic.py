@@ -1,6 +1,6 @@
 # /// script
 # dependencies = [
-#     "trl-kimi",
+#     "trl-kimi @ git+https://github.com/<owner>/trl-kimi",  # placeholder: the maintainer fills in the owner
 #     "trl==1.16.*",
 # ]
 # ///
@@ -94,6 +94,7 @@ def main(script_args: ArithmeticScriptArguments, training_args: KimiConfig, mode
     trainer.save_model(training_args.output_dir)
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name="trl_kimi.tasks.arithmetic")
+    trainer.accelerator.end_training()  # destroy the process group before exit (multi-process runs)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 # /// script
 # dependencies = [
-#     "trl-kimi",
+#     "trl-kimi @ git+https://github.com/<owner>/trl-kimi",  # placeholder: the maintainer fills in the owner
 #     "trl==1.16.*",
 #     "math-verify[antlr4_13_2]",
 # ]
@@ -9,46 +9,49 @@
 """
 Kimi k1.5 online mirror descent on GSM8K (or a MATH-style dataset) with a Hub model, on one GPU or many.
 
-The reward is `trl_kimi.verifiers.math_reward` (math-verify plus the normalisations it misses, never a false positive). The data comes from a local
-JSON Lines file (the GSM8K/MATH copies in `../shared/data/`, or your own) or from the Hub (`--dataset_name`). GSM8K
-rows (`question`, `answer` ending in `#### 42`) and MATH rows (`problem`, `solution` with a `\\boxed{}`) are both
-understood.
+The reward is `trl_kimi.verifiers.math_reward` (math-verify plus the normalisations it misses, never a false
+positive), optionally with Kimi's length penalty (`--length_penalty_weight`, report §2.3.3) and the repetition
+penalty (`--repetition_penalty_reward`). Prompts are built exactly as `trl-kimi train` and `trl-kimi eval` build them
+(`trl_kimi.evaluation.to_eval_dataset`: the problem and the `\\boxed{}` instruction in the user turn), so a model
+trained here is evaluated on the prompts it was trained on. GSM8K rows (`question`, `answer` ending in `#### 42`) and
+MATH rows (`problem`, `answer`) are both understood; data comes from the Hub (`--dataset_name`) or local JSON Lines
+files (`--train_file`, `--eval_file`).
 
-One GPU:
+One GPU, vLLM colocated (`pip install "trl-kimi[vllm]"`); 2 optimizer steps per generated batch, so tau acts:
 
 ```bash
 accelerate launch examples/kimi_gsm8k.py \
-    --model_name_or_path Qwen/Qwen2.5-1.5B-Instruct \
-    --train_file ../shared/data/gsm8k/train.jsonl \
+    --model_name_or_path Qwen/Qwen2.5-1.5B-Instruct --dataset_name openai/gsm8k --dataset_config main \
     --output_dir Qwen2.5-1.5B-Kimi-GSM8K \
-    --tau 0.1 --num_generations 8 --steps_per_generation 4 --gradient_accumulation_steps 2 \
-    --per_device_train_batch_size 16 --learning_rate 1e-6 --max_completion_length 1024 \
-    --use_vllm --vllm_mode colocate --logging_steps 5 --report_to none
+    --tau 0.1 --num_generations 8 --per_device_train_batch_size 16 --gradient_accumulation_steps 2 \
+    --steps_per_generation 4 --learning_rate 1e-6 --max_completion_length 1024 --bf16 true \
+    --use_vllm --vllm_mode colocate --length_penalty_weight 0.5 --logging_steps 5 --report_to trackio
 ```
 
-Eight GPUs (DDP):
+Eight GPUs, a 7B model sharded with ZeRO-3 (`pip install "trl-kimi[deepspeed]"`; FSDP2:
+`examples/accelerate_configs/fsdp2.yaml`), bf16 weights, vLLM colocated:
 
 ```bash
-accelerate launch --config_file examples/accelerate_configs/multi_gpu.yaml examples/kimi_gsm8k.py \
+accelerate launch --config_file examples/accelerate_configs/deepspeed_zero3.yaml examples/kimi_gsm8k.py \
     --model_name_or_path Qwen/Qwen2.5-7B-Instruct --dataset_name openai/gsm8k --dataset_config main \
-    --output_dir Qwen2.5-7B-Kimi-GSM8K --use_vllm --vllm_mode colocate --push_to_hub
+    --output_dir Qwen2.5-7B-Kimi-GSM8K --bf16 true --gradient_checkpointing true \
+    --per_device_train_batch_size 8 --gradient_accumulation_steps 2 --steps_per_generation 4 \
+    --use_vllm --vllm_mode colocate --vllm_enable_sleep_mode true --report_to wandb --push_to_hub
 ```
 
 `--steps_per_generation` larger than `--gradient_accumulation_steps` makes several optimizer steps per generated
 batch, which is where `--tau` (the pull towards the iteration's policy) acts.
 """
 
-import re
 from dataclasses import dataclass, field
 
-from datasets import load_dataset
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
-from trl_kimi import KimiConfig, KimiMirrorDescentTrainer
+from trl_kimi import KimiConfig, KimiMirrorDescentTrainer, LengthPenaltyReward
+from trl_kimi.evaluation import to_eval_dataset
+from trl_kimi.hub import load_dataset_any
+from trl_kimi.rewards import repetition_penalty
 from trl_kimi.verifiers import math_reward
-
-
-SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
 @dataclass
@@ -60,13 +63,19 @@ class KimiMathScriptArguments(ScriptArguments):
         train_file (`str`, *optional*):
             Local JSON Lines file to train on (GSM8K or MATH columns). Used instead of `--dataset_name` when set.
         eval_file (`str`, *optional*):
-            Local JSON Lines file to evaluate on (e.g. `../shared/data/gsm8k/test.jsonl`), with `--eval_strategy`.
+            Local JSON Lines file to evaluate on, with `--eval_strategy`.
         max_train_samples (`int`, *optional*):
             Keep only the first N training rows (quick runs).
         max_eval_samples (`int`, *optional*):
             Keep only the first N evaluation rows.
         system_prompt (`str`, *optional*):
-            System message put before each problem. Empty to send the problem alone.
+            System message put before each problem (none by default, as in `trl-kimi train`/`eval`).
+        length_penalty_weight (`float`, *optional*, defaults to `0.0`):
+            Weight of Kimi's length penalty (0 = off; the report uses 0.5 after a warm-up).
+        length_penalty_warmup_steps (`float`, *optional*, defaults to `0.1`):
+            Steps before it starts: an integer >= 1, or a fraction of `max_steps`.
+        repetition_penalty_reward (`float`, *optional*, defaults to `0.0`):
+            Reward of a completion with a 32-token n-gram repeated 3 times (0 = off; the spec uses -0.5).
     """
 
     dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset, e.g. openai/gsm8k."})
@@ -74,39 +83,55 @@ class KimiMathScriptArguments(ScriptArguments):
     eval_file: str | None = field(default=None, metadata={"help": "Local JSON Lines evaluation file."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only the first N evaluation rows."})
-    system_prompt: str = field(default=SYSTEM_PROMPT, metadata={"help": "System message; empty for none."})
-
-
-def to_prompt_and_solution(row: dict, system_prompt: str) -> dict:
-    """GSM8K (`question`/`answer`) or MATH (`problem`/`solution`) row → TRL's conversational `prompt` + `solution`."""
-    if "question" in row and "answer" in row:  # GSM8K: the final answer follows "####", maybe with commas
-        question, solution = row["question"], row["answer"].split("####")[-1].strip().replace(",", "")
-    elif "problem" in row and ("answer" in row or "solution" in row):  # MATH: a bare answer or a \boxed{} solution
-        question, solution = row["problem"], row.get("answer") or row["solution"]
-    else:
-        raise ValueError(
-            f"Unknown row format with columns {sorted(row)}: expected GSM8K (question, answer) or MATH "
-            "(problem, solution or answer)."
-        )
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    messages.append({"role": "user", "content": question})
-    return {"prompt": messages, "solution": re.sub(r"\s+", " ", str(solution)).strip()}
+    system_prompt: str | None = field(default=None, metadata={"help": "System message before each problem."})
+    length_penalty_weight: float = field(default=0.0, metadata={"help": "Kimi length penalty weight (0 = off)."})
+    length_penalty_warmup_steps: float = field(
+        default=0.1, metadata={"help": "Steps before the length penalty starts (int >= 1 or a fraction)."}
+    )
+    repetition_penalty_reward: float = field(
+        default=0.0, metadata={"help": "Reward of a repeated completion (0 = off, e.g. -0.5)."}
+    )
 
 
 def load_split(script_args: KimiMathScriptArguments, file: str | None, split: str, limit: int | None):
-    if file is not None:
-        dataset = load_dataset("json", data_files=file, split="train")
-    elif script_args.dataset_name is not None:
-        dataset = load_dataset(script_args.dataset_name, script_args.dataset_config, split=split)
-    else:
+    """GSM8K (`question`/`answer`) or MATH (`problem`/`answer`) rows → TRL's conversational `prompt` + `solution`,
+    the format of `trl-kimi train` and `trl-kimi eval`."""
+    if file is None and script_args.dataset_name is None:
         raise ValueError("Pass --train_file (a local JSON Lines file) or --dataset_name (a Hub dataset).")
-    if limit is not None:
-        dataset = dataset.select(range(min(limit, len(dataset))))
-    return dataset.map(
-        to_prompt_and_solution,
-        fn_kwargs={"system_prompt": script_args.system_prompt},
-        remove_columns=dataset.column_names,
+    dataset = load_dataset_any(
+        file or script_args.dataset_name, script_args.dataset_config, split=split, num_rows=limit
     )
+    columns = dataset.column_names
+    benchmark = "gsm8k" if "question" in columns else "math500" if "problem" in columns else None
+    if benchmark is None:
+        raise ValueError(
+            f"Unknown row format with columns {sorted(columns)}: expected GSM8K (question, answer) or MATH "
+            "(problem, answer)."
+        )
+    return to_eval_dataset(dataset, benchmark, conversational=True, system_prompt=script_args.system_prompt)
+
+
+def reward_funcs(script_args: KimiMathScriptArguments) -> list:
+    """math_reward, plus the length and repetition penalties when their flags switch them on."""
+    rewards = [math_reward]
+    if script_args.length_penalty_weight:
+        warmup = script_args.length_penalty_warmup_steps
+        rewards.append(
+            LengthPenaltyReward(
+                correctness_reward="math_reward",
+                weight=script_args.length_penalty_weight,
+                warmup_steps=int(warmup) if warmup >= 1 else warmup,
+            )
+        )
+    if script_args.repetition_penalty_reward:
+        value = script_args.repetition_penalty_reward
+
+        def repetition(completion_ids, **kwargs):
+            return repetition_penalty(completion_ids, penalty=value)
+
+        repetition.__name__ = "repetition_penalty"
+        rewards.append(repetition)
+    return rewards
 
 
 def main(script_args: KimiMathScriptArguments, training_args: KimiConfig, model_args: ModelConfig) -> None:
@@ -139,7 +164,7 @@ def main(script_args: KimiMathScriptArguments, training_args: KimiConfig, model_
     ################
     trainer = KimiMirrorDescentTrainer(
         model=model_args.model_name_or_path,
-        reward_funcs=math_reward,
+        reward_funcs=reward_funcs(script_args),
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
@@ -149,6 +174,7 @@ def main(script_args: KimiMathScriptArguments, training_args: KimiConfig, model_
     trainer.save_model(training_args.output_dir)
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name or script_args.train_file)
+    trainer.accelerator.end_training()  # destroy the process group before exit (multi-process runs)
 
 
 if __name__ == "__main__":

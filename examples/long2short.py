@@ -1,6 +1,6 @@
 # /// script
 # dependencies = [
-#     "trl-kimi",
+#     "trl-kimi @ git+https://github.com/<owner>/trl-kimi",  # placeholder: the maintainer fills in the owner
 #     "trl==1.16.*",
 #     "matplotlib",
 # ]

@@ -63,6 +63,8 @@ def test_subcommand_help_documents_every_field(command, capsys):
                 assert f"--{f.name}" in help_text, f.name
     if command == "train":
         assert "--tau" in help_text and "--sampling_strategy" in help_text  # KimiConfig's own fields
+        for option in ("length_penalty", "repetition", "module.function", "--reward_weights", "--use_peft"):
+            assert option in help_text, option  # the reward options and TRL's LoRA flags are listed
 
 
 def test_train_eval_verify_end_to_end(base_model, tmp_path, capsys):
@@ -171,3 +173,90 @@ def test_long2short_help_when_available(capsys):
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
     assert "--short_model_name_or_path" in help_text and "--dataset_name" in help_text
+
+
+# ---------------------------------------------------------------------------------------------------- train options
+def test_train_rewards_weights_and_eval_split(base_model, tmp_path):
+    from trl_kimi.scripts import train
+
+    argv = ["--model_name_or_path", base_model, "--dataset_name", "chain-sum", "--max_train_samples", "8",
+            "--output_dir", str(tmp_path / "run"), *TINY_TRAIN,
+            "--reward", "chain-sum", "length_penalty", "repetition", "tests.utils.digit_fraction_reward",
+            "--reward_weights", "1.0", "0.5", "1.0", "0.25", "--length_penalty_warmup_steps", "0",
+            "--length_penalty_weight", "0.3", "--repetition_ngram_size", "2", "--repetition_max_repeats", "2",
+            "--eval_strategy", "steps", "--eval_steps", "2", "--max_eval_samples", "4",
+            "--per_device_eval_batch_size", "6"]  # fmt: skip
+    trainer = train.train(*train.make_parser().parse_args_and_config(argv))
+    assert trainer.reward_func_names == [
+        "addition_reward",
+        "length_penalty",
+        "repetition_penalty",
+        "digit_fraction_reward",
+    ]
+    assert trainer.reward_weights.tolist() == [1.0, 0.5, 1.0, 0.25]
+    logged = {key for entry in trainer.state.log_history for key in entry}
+    for name in trainer.reward_func_names:
+        assert f"rewards/{name}/mean" in logged
+    assert "eval_reward" in logged  # the eval split (4 chain-sum problems, other seed) was built and evaluated
+    assert len(trainer.eval_dataset) == 4 and trainer.eval_dataset[0]["prompt"] != trainer.train_dataset[0]["prompt"]
+
+
+def test_reward_helpers_resolve_names_and_refuse_unknown_ones():
+    from types import SimpleNamespace
+
+    from trl_kimi.scripts._common import build_reward_funcs, split_rewards
+
+    assert split_rewards(["length_penalty"]) == ("auto", ["auto", "length_penalty"])
+    assert split_rewards(["math", "repetition"]) == ("math", ["math", "repetition"])
+    assert split_rewards(["tests.utils.digit_fraction_reward"])[0] == "custom"
+    with pytest.raises(ValueError, match="Unknown reward 'lenght_penalty'; use auto, math"):
+        split_rewards(["math", "lenght_penalty"])
+    with pytest.raises(ValueError, match="keep one"):
+        split_rewards(["math", "code"])
+    options = SimpleNamespace(
+        repetition_ngram_size=2,
+        repetition_max_repeats=2,
+        repetition_reward=-0.25,
+        length_penalty_weight=0.3,
+        length_penalty_warmup_steps=5.0,
+        length_penalty_ramp_steps=2,
+        length_penalty_threshold=0.5,
+    )
+    verifier, penalty, repetition = build_reward_funcs(["math", "length_penalty", "repetition"], "math", options)
+    assert verifier.__name__ == "math_reward" and penalty.correctness_reward == "math_reward"
+    assert (penalty.weight, penalty.warmup_steps, penalty.ramp_steps, penalty.threshold) == (0.3, 5, 2, 0.5)
+    assert repetition(completion_ids=[[1, 2, 1, 2], [1, 2, 3, 4]]) == [-0.25, 0.0]
+    with pytest.raises(ValueError, match="Cannot import reward function 'no_such_module.f'"):
+        build_reward_funcs(["no_such_module.f"], "custom", options)
+    with pytest.raises(ValueError, match="needs a verifier"):
+        build_reward_funcs(["length_penalty"], "custom", options)
+
+
+def test_train_bad_input_fails_before_loading_a_model(base_model, tmp_path, capsys, monkeypatch):
+    common = ["--model_name_or_path", base_model, "--output_dir", str(tmp_path / "t"), *TINY_TRAIN]
+    err = run_error(["train", *common, "--reward", "math", "lenght_penalty"], capsys)
+    assert "Unknown reward 'lenght_penalty'" in err and "module.function" in err
+    err = run_error(["train", *common, "--load_in_4bit", "true"], capsys)
+    assert "--load_in_4bit/--load_in_8bit" in err and "--use_peft" in err
+    # the code verifier without bubblewrap: said at start, with the fix
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    rows = tmp_path / "code.jsonl"
+    rows.write_text('{"prompt": "Write f.", "test_list": ["assert f() == 1"]}\n')
+    err = run_error(["train", *common, "--dataset_name", str(rows), "--reward", "code"], capsys)
+    assert "`bwrap` is not on PATH" in err and "apt-get install -y bubblewrap" in err
+
+
+def test_train_with_accelerate_flags_relaunches_under_accelerate(tmp_path, monkeypatch):
+    """`trl-kimi train --num_processes 2 ...` (the `trl grpo` habit) becomes `accelerate launch --num_processes 2
+    --module trl_kimi.cli train ...`; the launch itself is faked here (a real 2-process run: test_multiprocess.py)."""
+    launched = []
+    monkeypatch.setattr("accelerate.commands.launch.launch_command", launched.append)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    argv = ["train", "--model_name_or_path", "m", "--num_processes", "2", "--output_dir", str(tmp_path),
+            "--accelerate_config", "cpu_2proc", "--tau", "0.2"]  # fmt: skip
+    assert main(argv) == 0
+    (args,) = launched
+    assert args.num_processes == 2 and args.module and args.training_script == "trl_kimi.cli"
+    assert args.config_file.endswith("accelerate_configs/cpu_2proc.yaml") and os.path.isfile(args.config_file)
+    assert args.training_script_args == ["train", "--model_name_or_path", "m", "--output_dir", str(tmp_path),
+                                         "--tau", "0.2"]  # fmt: skip

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, HfArgumentParser, PreTrainedTokenizerFast
 
 from tests.utils import tiny_model
 from trl_kimi import demo
+from trl_kimi.hub import load_dataset_any
 from trl_kimi.tasks import arithmetic
 
 
@@ -43,39 +44,30 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_demo_writes_model_card_plot_and_results(tmp_path):
-    results = demo.cli(
-        [
-            "--output_dir",
-            str(tmp_path),
-            "--num_sft_examples",
-            "64",
-            "--sft_steps",
-            "3",
-            "--rl_steps",
-            "2",
-            "--num_train_prompts",
-            "16",
-            "--num_eval_prompts",
-            "8",
-            "--eval_samples",
-            "1",
-            "--hidden_size",
-            "32",
-            "--num_layers",
-            "1",
-            "--prompts_per_batch",
-            "2",
-            "--num_generations",
-            "2",
-            "--max_completion_length",
-            "16",
-        ]
+    argv = ["--output_dir", str(tmp_path), "--num_sft_examples", "64", "--sft_steps", "3", "--rl_steps", "2",
+            "--num_train_prompts", "16", "--num_eval_prompts", "8", "--eval_samples", "2", "--hidden_size", "32",
+            "--num_layers", "1", "--prompts_per_batch", "2", "--num_generations", "2", "--steps_per_generation", "2",
+            "--max_completion_length", "16"]  # fmt: skip
+    results = demo.cli(argv)
+    # The reported figures are those of the saved models: re-measured from disk on the same held-out split, they
+    # agree exactly (seeded sampling), and the card shows them.
+    (args,) = HfArgumentParser(demo.DemoArguments).parse_args_into_dataclasses(args=argv)
+    tokenizer = arithmetic.make_tokenizer()
+    sft = arithmetic.make_sft_dataset(
+        args.num_sft_examples, seed=args.seed, max_terms=args.max_terms, long_fraction=args.long_fraction,
+        long_slip_rate=args.long_slip_rate, short_slip_rate=args.short_slip_rate,
+    )  # fmt: skip
+    held_out = arithmetic.make_rl_dataset(
+        args.num_eval_prompts, seed=args.seed + 1, max_terms=args.max_terms, exclude=sft
     )
-    for phase in ("before", "after"):
-        assert 0.0 <= results[phase]["accuracy"] <= 1.0 and results[phase]["mean_tokens"] > 0
+    for phase, folder in (("before", "warm_start"), ("after", "model")):
+        model = AutoModelForCausalLM.from_pretrained(tmp_path / folder)
+        assert demo.evaluate(args, model, tokenizer, held_out) == results[phase]
+        assert results[phase]["mean_tokens"] > 0
     assert json.loads((tmp_path / "results.json").read_text())["after"] == results["after"]
     card = (tmp_path / "model" / "README.md").read_text()
     assert "Results on the embedded task" in card and "2501.12599" in card and "trl-kimi" in card
+    assert f"| {results['after']['accuracy']:.3f} |" in card and "| `tau` | 0.1 |" in card
     assert (tmp_path / "model" / "model.safetensors").exists() and (tmp_path / "model" / "tokenizer.json").exists()
     assert (tmp_path / "warm_start" / "model.safetensors").exists()
     assert (tmp_path / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -108,17 +100,37 @@ def load_example(name: str):
     return module
 
 
-def test_gsm8k_example_row_formats():
+def test_gsm8k_example_prompts_are_those_of_train_and_eval(tmp_path):
+    """One prompt format per benchmark: the example, `trl-kimi train` and `trl-kimi eval` build the same rows."""
+    from types import SimpleNamespace
+
+    from trl_kimi.scripts._common import prepare_dataset
+
     example = load_example("kimi_gsm8k")
-    gsm8k = example.to_prompt_and_solution({"question": "How many?", "answer": "2 + 2 = 4\n#### 1,450"}, "Box it.")
-    assert gsm8k == {
-        "prompt": [{"role": "system", "content": "Box it."}, {"role": "user", "content": "How many?"}],
-        "solution": "1450",
-    }
-    math_row = example.to_prompt_and_solution({"problem": "x?", "solution": "so \\boxed{3}", "answer": "3"}, "")
-    assert math_row == {"prompt": [{"role": "user", "content": "x?"}], "solution": "3"}
+    rows = tmp_path / "gsm8k.jsonl"
+    rows.write_text(json.dumps({"question": "How many?", "answer": "2 + 2 = 4\n#### 1,450"}) + "\n")
+    args = SimpleNamespace(dataset_name=None, dataset_config=None, system_prompt=None)
+    row = example.load_split(args, str(rows), "train", None)[0]
+    assert row["prompt"] == [
+        {
+            "role": "user",
+            "content": "How many?\n\nPlease reason step by step, and put your final answer within \\boxed{}.",
+        }
+    ]
+    chat = SimpleNamespace(chat_template="{{ messages }}")
+    cli_row = prepare_dataset(load_dataset_any(str(rows)), "auto", chat)[0]
+    assert cli_row["prompt"] == row["prompt"] and cli_row["solution"] == row["solution"]
+    (math_rows := tmp_path / "math.jsonl").write_text(json.dumps({"problem": "x?", "answer": "3"}) + "\n")
+    assert example.load_split(args, str(math_rows), "train", None)[0]["solution"] == "3"
+    (bad := tmp_path / "bad.jsonl").write_text(json.dumps({"text": "?"}) + "\n")
     with pytest.raises(ValueError, match="Unknown row format with columns \\['text'\\]"):
-        example.to_prompt_and_solution({"text": "?"}, "")
+        example.load_split(args, str(bad), "train", None)
+    # the length and repetition penalties are switched on from the example's flags
+    options = SimpleNamespace(
+        length_penalty_weight=0.5, length_penalty_warmup_steps=10.0, repetition_penalty_reward=-0.5
+    )
+    names = [getattr(f, "__name__", None) for f in example.reward_funcs(options)]
+    assert names == ["math_reward", "length_penalty", "repetition_penalty"]
 
 
 def tiny_text_model_dir(path: Path) -> Path:

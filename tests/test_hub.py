@@ -141,3 +141,53 @@ def test_load_dataset_any(tmp_path):
         load_dataset_any(str(tmp_path / "rows.xml"))
     with pytest.raises(ValueError, match="Cannot load dataset"):
         load_dataset_any(str(tmp_path / "missing.jsonl"))
+
+
+def test_card_brings_back_trls_tracker_badges_and_run_tags(monkeypatch):
+    monkeypatch.setenv("JOB_ID", "123")
+    card = str(
+        generate_kimi_model_card(
+            model_name="m",
+            model_id="org/m",
+            base_model=None,
+            dataset_name=None,
+            tags=["trl", "trl-kimi"],
+            trainer_name="Kimi",
+            paper=KimiMirrorDescentTrainer._paper,
+            config_values={},
+            trackers={"wandb_url": "https://wandb.ai/me/run1", "trackio_url": "me-space", "comet_url": None},
+        )
+    )
+    assert "[<img src=" in card and "(https://wandb.ai/me/run1)" in card and "Visualize in Trackio" in card
+    assert "Visualize in Comet" not in card  # no Comet run, no badge
+    assert "- hf_jobs\n" in card and "- trackio:me-space\n" in card and "- trl-kimi\n" in card
+
+
+def test_eval_results_go_into_the_card_as_model_index(trained):
+    from huggingface_hub import ModelCard
+
+    from trl_kimi.model_card import add_eval_results
+
+    _, out = trained
+    card = ModelCard.load(out / "README.md")
+    summary = {"model": str(out), "accuracy": 0.25, "num_samples": 4, "pass_at_k": {"pass@1": 0.25, "pass@4": 0.5}}
+    add_eval_results(card, summary, "HuggingFaceH4/MATH-500", dataset_split="test")
+    add_eval_results(card, {**summary, "accuracy": 0.5}, "openai/gsm8k", dataset_config="main", dataset_split="test")
+    add_eval_results(card, {**summary, "pass_at_k": {"pass@4": 0.75}}, "HuggingFaceH4/MATH-500", dataset_split="test")
+    results = {(r.dataset_name, r.metric_name): r.metric_value for r in card.data.eval_results}
+    # the second MATH-500 run replaced the first one's avg@4 and pass@4, kept its pass@1; GSM8K added alongside
+    assert results == {
+        ("HuggingFaceH4/MATH-500", "pass@1"): 0.25,
+        ("openai/gsm8k", "avg@4"): 0.5,
+        ("openai/gsm8k", "pass@1"): 0.25,
+        ("openai/gsm8k", "pass@4"): 0.5,
+        ("HuggingFaceH4/MATH-500", "avg@4"): 0.25,
+        ("HuggingFaceH4/MATH-500", "pass@4"): 0.75,
+    }
+    text = str(card)
+    assert (
+        text.count("## Evaluation (trl-kimi eval)") == 1 and "| openai/gsm8k (main) | test | avg@4 | 0.5000 |" in text
+    )
+    assert "model-index:" in text and "- trl-kimi" in text and "| `tau` | 0.3 |" in text  # the training card kept
+    reloaded = ModelCard(text)
+    assert len(reloaded.data.eval_results) == 6

@@ -22,7 +22,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_two_processes(script: str, out_dir: Path, launcher: str = "torchrun") -> None:
+def run_two_processes(script: str, out_dir: Path, launcher: str = "torchrun", teardown: bool = True) -> None:
     """Run `tests/scripts/<script> <out_dir>` in 2 CPU processes (gloo); fails the test on error. `launcher` is
     "torchrun" or "accelerate" (`accelerate launch` with the shipped examples/accelerate_configs/cpu_2proc.yaml)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -36,6 +36,13 @@ def run_two_processes(script: str, out_dir: Path, launcher: str = "torchrun") ->
     command = [sys.executable, *command, str(REPO / "tests" / "scripts" / script), str(out_dir)]
     result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    # The teardown: each rank destroyed its process group before exiting (left alive, gloo's threads made a rank abort
+    # at interpreter exit now and then: "terminate called without an active exception", exit -6).
+    assert "terminate called" not in result.stderr
+    if not teardown:  # two_process_sampling.py: its exit hung after end_training once (600 s); not yet understood
+        return
+    ends = [json.loads((out_dir / f"rank{rank}.end.json").read_text()) for rank in (0, 1)]
+    assert ends == [{"process_group_alive": False}] * 2
 
 
 @pytest.mark.slow
@@ -92,7 +99,7 @@ def test_group_split_across_two_processes_gets_the_one_process_advantages_and_le
 
 @pytest.mark.slow
 def test_two_processes_draw_the_same_prioritized_batches_and_hold_the_same_success_rates(tmp_path):
-    run_two_processes("two_process_sampling.py", tmp_path)
+    run_two_processes("two_process_sampling.py", tmp_path, teardown=False)
 
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
@@ -141,3 +148,38 @@ def test_two_processes_keep_partial_rollout_groups_and_buffers_consistent(tmp_pa
     assert saved["world_size"] == 2
     assert [saved["processes"][r] for r in (0, 1)] == [ranks[r]["batches"][2]["state"] for r in (0, 1)]
     assert saved["processes"][0] != saved["processes"][1]  # each process has its own trajectories
+
+
+def rank_marking_reward(completions: list[str], **kwargs) -> list[float]:
+    """A reward (the fraction of digits) that leaves a file named after the process's rank in $RANKS_DIR."""
+    Path(os.environ["RANKS_DIR"], os.environ.get("RANK", "none")).touch()
+    return [sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions]
+
+
+@pytest.mark.slow
+def test_trl_kimi_train_with_num_processes_runs_two_processes(tmp_path):
+    """`trl-kimi train --num_processes 2 --accelerate_config cpu_2proc ...`, the `trl grpo` habit: the command
+    relaunches itself under `accelerate launch` and both processes train one model."""
+    from tests.utils import tiny_model
+
+    tokenizer = arithmetic.make_tokenizer()
+    tiny_model(tokenizer).save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    (tmp_path / "ranks").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env.update(RANKS_DIR=str(tmp_path / "ranks"))
+    env.pop("LOCAL_RANK", None)
+    command = [sys.executable, "-m", "trl_kimi.cli", "train", "--num_processes", "2", "--accelerate_config",
+               "cpu_2proc", "--main_process_port", str(free_port()), "--model_name_or_path", str(tmp_path / "base"),
+               "--dataset_name", "chain-sum", "--max_train_samples", "12", "--output_dir", str(tmp_path / "run"),
+               "--reward", "tests.test_multiprocess.rank_marking_reward",
+               "--max_steps", "2", "--per_device_train_batch_size", "3", "--num_generations", "3",
+               "--steps_per_generation", "2", "--max_completion_length", "8", "--use_cpu", "true", "--bf16", "false",
+               "--report_to", "none", "--save_strategy", "no", "--logging_steps", "1", "--disable_tqdm", "true"]  # fmt: skip
+    result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    assert "terminate called" not in result.stderr
+    # Two processes scored completions, one model and one card were written.
+    assert sorted(os.listdir(tmp_path / "ranks")) == ["0", "1"]
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "| `per_device_train_batch_size` | 3 |" in card and (tmp_path / "run" / "model.safetensors").is_file()

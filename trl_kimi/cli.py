@@ -7,16 +7,18 @@ help (`trl-kimi train --help` lists them all), and `--config run.yaml` sets any 
 mapping there sets environment variables); flags given on the command line win over the file.
 
 ```bash
-trl-kimi train --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name ../shared/data/gsm8k/train.jsonl \\
-    --output_dir Qwen2.5-0.5B-Kimi --tau 0.1 --num_generations 8
-trl-kimi eval --model_name_or_path Qwen2.5-0.5B-Kimi --dataset_name ../shared/data/math500/test.jsonl \\
-    --num_samples 8 --k 1 8 --output_dir eval-math500
+trl-kimi train --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name openai/gsm8k --dataset_config main \\
+    --output_dir Qwen2.5-0.5B-Kimi --tau 0.1 --num_generations 8 --reward math length_penalty
+trl-kimi eval --model_name_or_path Qwen2.5-0.5B-Kimi --dataset_name HuggingFaceH4/MATH-500 \\
+    --num_samples 8 --k 1 8 --output_dir eval-math500 --push_results
 trl-kimi verify --input_file eval-math500/samples.jsonl --verifier math
+trl-kimi examples  # where the example scripts and accelerate configs are installed
 ```
 """
 
 import importlib
 import sys
+from pathlib import Path
 
 
 # name -> (module of trl_kimi.scripts with a `main(argv, prog) -> int`, one-line description)
@@ -27,12 +29,27 @@ COMMANDS = {
     "verify": ("trl_kimi.scripts.verify", "Score a JSON Lines file of answers with the math or code verifier."),
 }
 
-USAGE = "usage: trl-kimi {" + ",".join(COMMANDS) + "} [--config CONFIG.yaml] [--<field> VALUE ...]"
+USAGE = "usage: trl-kimi {" + ",".join([*COMMANDS, "examples"]) + "} [--config CONFIG.yaml] [--<field> VALUE ...]"
+
+
+def examples_dir() -> Path:
+    """The example scripts and `accelerate_configs/`: shipped in the wheel as `trl_kimi.examples`, or the
+    repository's `examples/` in a source checkout.
+
+    ```python
+    >>> (examples_dir() / "accelerate_configs" / "fsdp2.yaml").is_file()
+    True
+
+    ```
+    """
+    installed = Path(__file__).resolve().parent / "examples"  # in the wheel: trl_kimi/examples
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[1] / "examples"
 
 
 def _help() -> str:
     lines = [USAGE, "", "The Kimi k1.5 recipe on TRL, from the command line.", "", "commands:"]
     lines += [f"  {name:<11} {description}" for name, (_, description) in COMMANDS.items()]
+    lines += [f"  {'examples':<11} Print where the example scripts and accelerate configs are."]
     lines += ["", "`trl-kimi <command> --help` lists every flag of a command."]
     return "\n".join(lines)
 
@@ -49,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trl-kimi {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
+    if name == "examples":
+        print(examples_dir())
+        return 0
     if name not in COMMANDS:
         print(
             f"{USAGE}\ntrl-kimi: error: unknown command {name!r}; choose one of {', '.join(COMMANDS)}.",

@@ -34,6 +34,8 @@ from transformers import HfArgumentParser, set_seed  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 from trl_kimi import KimiConfig, KimiMirrorDescentTrainer  # noqa: E402
+from trl_kimi.hub import BUILTIN_DATASET  # noqa: E402
+from trl_kimi.model_card import CARD_METRICS, card_config_values, card_metrics, generate_kimi_model_card  # noqa: E402
 from trl_kimi.tasks import arithmetic  # noqa: E402
 
 
@@ -127,8 +129,12 @@ def rl_config(args: DemoArguments) -> KimiConfig:
 
 
 def plot_history(log_history: list[dict], path: Path) -> None:
-    """Reward and mean completion length per RL step, one PNG."""
-    import matplotlib
+    """Reward and mean completion length per RL step, one PNG (skipped, with the fix, without matplotlib)."""
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"[trl-kimi demo] no plot ({path.name}): matplotlib is missing; pip install 'trl-kimi[plot]'.")
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -174,37 +180,15 @@ def evaluate(args: DemoArguments, model, tokenizer, dataset) -> dict[str, float]
     }
 
 
-def demo_model_card(args: DemoArguments, before: dict, after: dict, seconds: float) -> str:
-    """The card of the demo model: what it is, how to run it, what it scored, how to reproduce it."""
-    tags = "\n".join(f"- {tag}" for tag in KimiMirrorDescentTrainer._tag_names)
-    citation = KimiMirrorDescentTrainer._paper["citation"]
-    return f"""---
-library_name: transformers
-tags:
-{tags}
-license: apache-2.0
----
+def demo_model_card(args: DemoArguments, before: dict, after: dict, seconds: float, trainer) -> str:
+    """The card of the demo model, through the package's one card writer (`trl_kimi.model_card`): method, config,
+    training metrics, then what the model is, what it scored and how to reproduce it."""
+    results = f"""## Results on the embedded task
 
-# kimi-chain-sum-tiny
-
-A {args.hidden_size}-wide, {args.num_layers}-layer Qwen2 (character-level tokenizer) trained from scratch on the chain-sum task of trl-kimi (`trl_kimi.tasks.arithmetic`):
-a short SFT warm start with TRL's `SFTTrainer`, then Kimi k1.5 online mirror descent
-([arXiv:2501.12599](https://huggingface.co/papers/2501.12599)) with `KimiMirrorDescentTrainer` and an exact verifier.
-A demonstration model, not a general one: it only knows this task.
-
-## Quick start
-
-```python
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-tokenizer = AutoTokenizer.from_pretrained("{args.output_dir}/model")
-model = AutoModelForCausalLM.from_pretrained("{args.output_dir}/model")
-inputs = tokenizer(["a3b5c8d2="], return_tensors="pt")  # 3 + 5 + 8 + 2
-output = model.generate(**inputs, max_new_tokens=64, do_sample=False)
-print(tokenizer.decode(output[0, inputs.input_ids.shape[1]:], skip_special_tokens=True))  # e.g. =18
-```
-
-## Results on the embedded task
+A {args.hidden_size}-wide, {args.num_layers}-layer Qwen2 (character-level tokenizer) trained from scratch on the \
+chain-sum task of trl-kimi (`trl_kimi.tasks.arithmetic`): a short SFT warm start with TRL's `SFTTrainer`, then Kimi \
+k1.5 online mirror descent with `KimiMirrorDescentTrainer` and an exact verifier. A demonstration model, not a general \
+one: it only knows this task, e.g. `a3b5c8d2=` (3 + 5 + 8 + 2) → `=18` or `a3:3,b5:8,c8:16,d2:18=18`.
 
 Held-out split of {args.num_eval_prompts} problems (2 to {args.max_terms} terms), pass@1 averaged over
 {args.eval_samples} samples at temperature 1.0, and greedy decoding.
@@ -216,22 +200,28 @@ Held-out split of {args.num_eval_prompts} problems (2 to {args.max_terms} terms)
 | after Kimi RL ({args.rl_steps} steps, tau={args.tau}, k={args.num_generations}) | {after["accuracy"]:.3f} | \
 {after["mean_tokens"]:.1f} | {after["greedy_accuracy"]:.3f} |
 
-## Training procedure
-
-SFT: {args.num_sft_examples} examples, {args.long_fraction:.0%} with the chain of thought; {args.short_slip_rate:.0%} of \
-the answers given without working and {args.long_slip_rate:.0%} of the chains of thought carry a slip (imperfect \
-demonstrations). RL: {args.rl_steps} optimizer steps, {args.prompts_per_batch} prompts x {args.num_generations} samples \
-per generated batch, {args.steps_per_generation} optimizer steps per batch, learning rate {args.rl_learning_rate} \
-(warm-up {args.rl_warmup_steps} steps), tau = {args.tau}, reward 1 for an exact final answer.
+SFT: {args.num_sft_examples} examples, {args.long_fraction:.0%} with the chain of thought; \
+{args.short_slip_rate:.0%} of the answers given without working and {args.long_slip_rate:.0%} of the chains of thought \
+carry a slip (imperfect demonstrations). RL: {args.rl_steps} optimizer steps, {args.prompts_per_batch} prompts x \
+{args.num_generations} samples per generated batch, {args.steps_per_generation} optimizer steps per batch, learning \
+rate {args.rl_learning_rate} (warm-up {args.rl_warmup_steps} steps), tau = {args.tau}, reward 1 for an exact final \
+answer.
 
 Reproduce: `python -m trl_kimi.demo --seed {args.seed}` ({seconds / 60:.1f} min on the machine of this run).
-
-## Citation
-
-```bibtex
-{citation}
-```
 """
+    card = generate_kimi_model_card(
+        model_name="kimi-chain-sum-tiny",
+        model_id=f"{args.output_dir}/model",
+        base_model=None,
+        dataset_name=BUILTIN_DATASET,
+        tags=list(trainer._tag_names),
+        trainer_name=trainer._name,
+        paper=trainer._paper,
+        config_values=card_config_values(trainer.args),
+        metrics=card_metrics(trainer.state.log_history, names=CARD_METRICS),
+        extra_sections=results,
+    )
+    return str(card)
 
 
 def main(args: DemoArguments) -> dict:
@@ -264,10 +254,14 @@ def main(args: DemoArguments) -> dict:
     print(f"[trl-kimi demo] tiny Qwen2: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
 
     # ----------------------------------------------------------------- warm start
+    timings = {"setup_s": time.perf_counter() - start}  # where the minutes go, in results.json
+    mark = time.perf_counter()
     warm_start(args, model, tokenizer, sft_dataset)
+    timings["sft_s"], mark = time.perf_counter() - mark, time.perf_counter()
     model.save_pretrained(out / "warm_start")  # the starting point of examples/kimi_arithmetic.py and long2short
     tokenizer.save_pretrained(out / "warm_start")
     before = evaluate(args, model, tokenizer, eval_dataset)
+    timings["eval_before_s"], mark = time.perf_counter() - mark, time.perf_counter()
     print(f"[trl-kimi demo] after SFT warm start: {json.dumps(before)}")
 
     # ----------------------------------------------------------------- Kimi RL
@@ -279,7 +273,9 @@ def main(args: DemoArguments) -> dict:
         processing_class=tokenizer,
     )
     trainer.train()
+    timings["rl_s"], mark = time.perf_counter() - mark, time.perf_counter()
     after = evaluate(args, trainer.model, tokenizer, eval_dataset)
+    timings["eval_after_s"] = time.perf_counter() - mark
     print(f"[trl-kimi demo] after Kimi RL:        {json.dumps(after)}")
 
     # ----------------------------------------------------------------- save, card, plot
@@ -287,11 +283,19 @@ def main(args: DemoArguments) -> dict:
     trainer.save_model(str(final_dir))
     tokenizer.save_pretrained(str(final_dir))
     seconds = time.perf_counter() - start
-    (final_dir / "README.md").write_text(demo_model_card(args, before, after, seconds))
+    (final_dir / "README.md").write_text(demo_model_card(args, before, after, seconds, trainer))
     plot_history(trainer.state.log_history, out / "training_curves.png")
 
-    results = {"before": before, "after": after, "seconds": round(seconds, 1), "args": asdict(args)}
+    timings = {name: round(value, 1) for name, value in timings.items()}
+    results = {
+        "before": before,
+        "after": after,
+        "seconds": round(seconds, 1),
+        "timings": timings,
+        "args": asdict(args),
+    }
     (out / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"[trl-kimi demo] seconds per phase: {json.dumps(timings)}")
     print(
         f"[trl-kimi demo] pass@1 (T=1.0) {before['accuracy']:.3f} -> {after['accuracy']:.3f}, "
         f"greedy {before['greedy_accuracy']:.3f} -> {after['greedy_accuracy']:.3f}, "

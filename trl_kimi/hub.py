@@ -16,6 +16,7 @@ TRL's: `trainer.push_to_hub()` uploads the output folder (weights, tokenizer, th
 ```
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -27,15 +28,49 @@ BUILTIN_DATASET = "chain-sum"  # trl_kimi.tasks.arithmetic: trains offline, no d
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
 
 
+def adapter_base_model(name_or_path: str) -> str | None:
+    """The base model of a LoRA adapter folder (`adapter_config.json`, as `trl-kimi train --use_peft` saves it), else
+    `None`."""
+    config = Path(name_or_path) / "adapter_config.json"
+    if not config.is_file():
+        return None
+    base = json.loads(config.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(
+            f"LoRA adapter folder {name_or_path!r} names no base model (base_model_name_or_path in "
+            "adapter_config.json); set it to the Hub id or folder of the model the adapter was trained on."
+        )
+    return base
+
+
+def _require_peft(what: str) -> None:
+    from transformers.utils import is_peft_available
+
+    if not is_peft_available():
+        raise ImportError(f"{what} needs peft: pip install 'trl-kimi[peft]'.")
+
+
 def check_model_name_or_path(name_or_path: str | None, revision: str | None = None, what: str = "model") -> None:
     """
-    Raise a `ValueError` unless `name_or_path` is a folder with a `config.json` or a Hub model id that resolves.
+    Raise a `ValueError` unless `name_or_path` is a folder with a `config.json`, a LoRA adapter folder whose base
+    model resolves, or a Hub model id that resolves.
 
     Offline (`HF_HUB_OFFLINE=1`) a Hub id resolves only when it is already in the local cache.
     """
     if not name_or_path:
         raise ValueError(f"No {what} given: pass --model_name_or_path <Hub id or local folder>.")
     path = Path(name_or_path)
+    base = adapter_base_model(name_or_path) if path.is_dir() else None
+    if base is not None:
+        try:
+            check_model_name_or_path(base, what="base model")
+        except ValueError as error:
+            raise ValueError(
+                f"LoRA adapter folder {name_or_path!r}: its base model {base!r} (base_model_name_or_path in "
+                "adapter_config.json) cannot be loaded. Make it reachable (that folder, or the Hub id in the cache or "
+                f"online), or edit adapter_config.json to point at a copy. ({error})"
+            ) from error
+        return
     if path.exists():
         if not path.is_dir() or not (path / "config.json").is_file():
             raise ValueError(
@@ -58,12 +93,33 @@ def check_model_name_or_path(name_or_path: str | None, revision: str | None = No
 
 
 def load_processing_class(name_or_path: str, revision: str | None = None):
-    """The processor of a multimodal checkpoint, else its tokenizer (left padding, as generation needs)."""
+    """The processor of a multimodal checkpoint, else its tokenizer (left padding, as generation needs). For a LoRA
+    adapter folder: the tokenizer saved with it, else its base model's."""
     check_model_name_or_path(name_or_path, revision)
+    base = adapter_base_model(name_or_path) if Path(name_or_path).is_dir() else None
+    if base is not None:
+        source = name_or_path if (Path(name_or_path) / "tokenizer_config.json").is_file() else base
+        return AutoTokenizer.from_pretrained(source, padding_side="left")
     processor = AutoProcessor.from_pretrained(name_or_path, revision=revision)
     tokenizer = getattr(processor, "tokenizer", processor)
     tokenizer.padding_side = "left"
     return processor
+
+
+def load_causal_lm(name_or_path: str, revision: str | None = None, **kwargs):
+    """`AutoModelForCausalLM.from_pretrained`, or for a LoRA adapter folder its base model with the adapter merged in
+    (generation then runs at the base model's speed)."""
+    from transformers import AutoModelForCausalLM
+
+    check_model_name_or_path(name_or_path, revision)
+    base = adapter_base_model(name_or_path) if Path(name_or_path).is_dir() else None
+    if base is None:
+        return AutoModelForCausalLM.from_pretrained(name_or_path, revision=revision, **kwargs)
+    _require_peft(f"The LoRA adapter folder {name_or_path!r}")
+    from peft import PeftModel
+
+    model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
+    return PeftModel.from_pretrained(model, name_or_path).merge_and_unload()
 
 
 def load_tokenizer(name_or_path: str, revision: str | None = None):

@@ -8,6 +8,11 @@ call. Only the template differs: TRL's `lm_model_card.md` has no place for the c
 Kimi trainers render `trl_kimi/templates/kimi_model_card.md` (linked from `model_cards/templates/`) with
 [`huggingface_hub.ModelCard.from_template`], as TRL's `generate_model_card` does.
 
+It is the one card writer of the package: the trainers' `create_model_card`, the demo's card and
+`trl-kimi eval --push_results` (which adds `model-index` results to an existing card with [`add_eval_results`]) all go
+through this module. As in TRL's cards, the tracker badges (Weights & Biases, Trackio, Comet) of the current run and
+the `hf_jobs` / `trackio:` tags are added when they apply.
+
 ```python
 >>> from trl_kimi.model_card import card_metrics
 >>> card_metrics([{"loss": 0.5, "reward": 0.25, "step": 1}, {"loss": 0.4, "reward": 0.5, "step": 2}])
@@ -17,14 +22,16 @@ Kimi trainers render `trl_kimi/templates/kimi_model_card.md` (linked from `model
 """
 
 import os
+import re
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import datasets
 import torch
 import transformers
 import trl
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 
 TEMPLATE_FILE = "kimi_model_card.md"
@@ -97,6 +104,111 @@ def _is_hub_id(name: str | None) -> bool:
     return bool(name) and not os.path.exists(name) and name.count("/") == 1 and not name.startswith((".", "/"))
 
 
+def tracker_urls() -> dict[str, str | None]:
+    """The Weights & Biases, Trackio and Comet URLs of the current run, as TRL's cards show them (`None` when that
+    tracker is not running)."""
+    from trl.trainer.utils import get_comet_experiment_url, get_trackio_space_url
+
+    wandb_url = None
+    try:
+        import wandb
+
+        wandb_url = wandb.run.url if wandb.run is not None else None
+    except ImportError:
+        pass
+    return {"wandb_url": wandb_url, "trackio_url": get_trackio_space_url(), "comet_url": get_comet_experiment_url()}
+
+
+def card_tags(tags: list[str], trackio_url: str | None = None) -> list[str]:
+    """`tags` plus TRL's run tags: `hf_jobs` inside a Hugging Face Job, `trackio:<url>` when Trackio logs the run."""
+    tags = [t for t in tags if not (trackio_url and t.startswith("trackio:"))]
+    if "JOB_ID" in os.environ:
+        tags.append("hf_jobs")
+    if trackio_url:
+        tags.append(f"trackio:{trackio_url}")
+    return sorted(set(tags))
+
+
+def eval_results_metadata(
+    summary: dict[str, Any],
+    dataset_name: str,
+    dataset_config: str | None = None,
+    dataset_split: str | None = None,
+) -> list[EvalResult]:
+    """
+    `model-index` entries of a `trl-kimi eval` summary: avg@n (`accuracy`) and each pass@k on `dataset_name`.
+
+    ```python
+    >>> [(r.metric_name, r.metric_value) for r in eval_results_metadata(
+    ...     {"accuracy": 0.5, "num_samples": 4, "pass_at_k": {"pass@4": 0.75}}, "HuggingFaceH4/MATH-500")]
+    [('avg@4', 0.5), ('pass@4', 0.75)]
+
+    ```
+    """
+    common = {
+        "task_type": "text-generation",
+        "dataset_type": dataset_name,
+        "dataset_name": dataset_name,
+        "dataset_config": dataset_config,
+        "dataset_split": dataset_split,
+    }
+    n = summary.get("num_samples")
+    results = [
+        EvalResult(
+            metric_type="accuracy",
+            metric_name=f"avg@{n}" if n else "accuracy",
+            metric_value=summary["accuracy"],
+            **common,
+        )
+    ]
+    for name, value in (summary.get("pass_at_k") or {}).items():
+        results.append(
+            EvalResult(metric_type=name.replace("@", "_at_"), metric_name=name, metric_value=value, **common)
+        )
+    return results
+
+
+_EVAL_SECTION = re.compile(r"\n## Evaluation \(trl-kimi eval\)\n.*?(?=\n## |\Z)", re.S)
+
+
+def add_eval_results(card: ModelCard, summary: dict[str, Any], dataset_name: str, **dataset: str | None) -> ModelCard:
+    r"""
+    Add a `trl-kimi eval` summary to `card`: `model-index` metadata (replacing earlier results on the same dataset,
+    split and metric) and an "Evaluation (trl-kimi eval)" section with one table per dataset. Returns `card`.
+
+    ```python
+    >>> card = ModelCard("---\nlicense: apache-2.0\n---\n# m\n")
+    >>> card = add_eval_results(card, {"accuracy": 0.5, "num_samples": 2, "pass_at_k": {}}, "openai/gsm8k")
+    >>> card.data.eval_results[0].metric_value, "## Evaluation (trl-kimi eval)" in card.text
+    (0.5, True)
+
+    ```
+    """
+    new = eval_results_metadata(summary, dataset_name, dataset.get("dataset_config"), dataset.get("dataset_split"))
+    keys = {(r.dataset_name, r.dataset_config, r.dataset_split, r.metric_name) for r in new}
+    old = [
+        r
+        for r in (card.data.eval_results or [])
+        if (r.dataset_name, r.dataset_config, r.dataset_split, r.metric_name) not in keys
+    ]
+    card.data.eval_results = old + new
+    if card.data.model_name is None:
+        card.data.model_name = Path(str(summary.get("model", "model"))).name
+    rows = "\n".join(
+        f"| {r.dataset_name}{f' ({r.dataset_config})' if r.dataset_config else ''} | {r.dataset_split or ''} | "
+        f"{r.metric_name} | {r.metric_value:.4f} |"
+        for r in card.data.eval_results
+    )
+    section = (
+        "\n## Evaluation (trl-kimi eval)\n\n| dataset | split | metric | value |\n|---|---|---|---|\n" + rows + "\n"
+    )
+    text = card.text
+    card.text = (
+        _EVAL_SECTION.sub(lambda _: section, text) if _EVAL_SECTION.search(text) else text.rstrip() + "\n" + section
+    )
+    return card
+
+
 def generate_kimi_model_card(
     *,
     model_name: str,
@@ -110,20 +222,24 @@ def generate_kimi_model_card(
     metrics: dict[str, float] | None = None,
     eval_results: dict[str, float] | None = None,
     method_description: str = METHOD_DESCRIPTION,
+    extra_sections: str | None = None,
+    trackers: dict[str, str | None] | None = None,
 ) -> ModelCard:
     """
     Render the Kimi model card. `model_id` is what the quick start loads (Hub id, else the output folder); `paper`
-    is a trainer's `_paper` (`title`, `id`, `citation`).
+    is a trainer's `_paper` (`title`, `id`, `citation`); `extra_sections` is Markdown put after the metrics (e.g. the
+    demo's results table); `trackers` the badge URLs (default: [`tracker_urls`] of the current run).
     """
     from . import __version__
 
+    trackers = tracker_urls() if trackers is None else trackers
     card_data = ModelCardData(
         base_model=base_model,
         datasets=[dataset_name] if _is_hub_id(dataset_name) else None,
         library_name="transformers",
         license="apache-2.0",
         model_name=model_name,
-        tags=["generated_from_trainer", *tags],
+        tags=card_tags(["generated_from_trainer", *tags], trackers.get("trackio_url")),
     )
     template = resources.files("trl_kimi").joinpath(f"templates/{TEMPLATE_FILE}")
     return ModelCard.from_template(
@@ -142,6 +258,10 @@ def generate_kimi_model_card(
         config_values=config_values,
         metrics=metrics or {},
         eval_results=eval_results or {},
+        extra_sections=extra_sections,
+        wandb_url=trackers.get("wandb_url"),
+        trackio_url=trackers.get("trackio_url"),
+        comet_url=trackers.get("comet_url"),
         trl_kimi_version=__version__,
         trl_version=trl.__version__,
         transformers_version=transformers.__version__,

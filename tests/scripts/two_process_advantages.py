@@ -12,6 +12,8 @@ import json
 import os
 import sys
 
+import torch
+
 from tests.utils import digit_fraction_reward, tiny_config, tiny_model
 from trl_kimi import KimiMirrorDescentTrainer, LengthPenaltyReward
 from trl_kimi.tasks import arithmetic
@@ -35,7 +37,7 @@ class DumpingTrainer(KimiMirrorDescentTrainer):
         return output
 
 
-def main(out_dir: str) -> None:
+def main(out_dir: str) -> KimiMirrorDescentTrainer:
     tokenizer = arithmetic.make_tokenizer()
     args = tiny_config(
         os.path.join(out_dir, "run"),
@@ -69,6 +71,7 @@ def main(out_dir: str) -> None:
             },
             f,
         )
+    return trainer
 
 
 def checksums(trainer) -> dict[str, float]:
@@ -77,5 +80,15 @@ def checksums(trainer) -> dict[str, float]:
     return {name: tensor.double().sum().item() for name, tensor in sorted(state.items())}
 
 
+def end(trainer, out_dir: str) -> None:
+    """Destroy the process group before the interpreter exits, as every multi-process script must: left alive, gloo's
+    worker threads still hold work objects during finalisation and a rank can abort after training ("terminate
+    called without an active exception", exit -6)."""
+    trainer.accelerator.end_training()
+    rank = trainer.accelerator.process_index
+    with open(os.path.join(out_dir, f"rank{rank}.end.json"), "w") as f:
+        json.dump({"process_group_alive": torch.distributed.is_initialized()}, f)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    end(main(sys.argv[1]), sys.argv[1])

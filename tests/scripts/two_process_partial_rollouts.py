@@ -12,6 +12,8 @@ import json
 import os
 import sys
 
+import torch
+
 from tests.utils import digit_fraction_reward, eos_prone_model, tiny_config
 from trl_kimi import KimiMirrorDescentTrainer
 from trl_kimi.tasks import arithmetic
@@ -48,7 +50,7 @@ class DumpingTrainer(KimiMirrorDescentTrainer):
         return output
 
 
-def main(out_dir: str) -> None:
+def main(out_dir: str) -> KimiMirrorDescentTrainer:
     tokenizer = arithmetic.make_tokenizer()
     args = tiny_config(
         os.path.join(out_dir, "run"),
@@ -70,6 +72,18 @@ def main(out_dir: str) -> None:
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump({"world_size": trainer.accelerator.num_processes, "batches": trainer.dumps}, f)
 
+    return trainer
+
+
+def end(trainer, out_dir: str) -> None:
+    """Destroy the process group before the interpreter exits, as every multi-process script must: left alive, gloo's
+    worker threads still hold work objects during finalisation and a rank can abort after training ("terminate
+    called without an active exception", exit -6)."""
+    trainer.accelerator.end_training()
+    rank = trainer.accelerator.process_index
+    with open(os.path.join(out_dir, f"rank{rank}.end.json"), "w") as f:
+        json.dump({"process_group_alive": torch.distributed.is_initialized()}, f)
+
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    end(main(sys.argv[1]), sys.argv[1])

@@ -1,6 +1,10 @@
-"""What the subcommands share: picking the reward for a dataset and turning benchmark rows into TRL prompts."""
+"""What the subcommands share: picking the rewards for a dataset and turning benchmark rows into TRL prompts (one
+prompt format per benchmark, `trl_kimi.evaluation.to_eval_dataset`, used by `train`, `eval` and the examples)."""
 
+import importlib
+import shutil
 from collections.abc import Callable
+from typing import Any
 
 from datasets import Dataset
 
@@ -9,6 +13,14 @@ from ..hub import BUILTIN_DATASET, load_dataset_any
 
 
 REWARDS = ("auto", "math", "code", "chain-sum")
+# Shaping rewards that `trl-kimi train --reward` adds to a verifier (they judge a group, or the completion's tokens).
+SHAPING_REWARDS = ("length_penalty", "repetition")
+REWARD_HELP = (
+    "Reward functions: a verifier (auto = chain-sum for the builtin task, code when rows carry unit tests, else math; "
+    "math, code, chain-sum), length_penalty (Kimi's group length reward, --length_penalty_* options), repetition "
+    "(-0.5 for a repeated n-gram, --repetition_* options), or any importable module.function with TRL's reward "
+    "signature. Weights: --reward_weights, one per reward."
+)
 DATASET_FORMATS = ("auto", "prompt", *BENCHMARK_FORMATS)
 _CODE_COLUMNS = ("test", "test_list")  # HumanEval / MBPP tests, read by code_reward
 # The column each reward reads its gold answer from (code_reward reads `test` or `test_list`).
@@ -18,12 +30,41 @@ _ANSWER_COLUMN = {"math": "solution", "chain-sum": "answer"}
 def resolve_reward(name: str, dataset_name: str | None, column_names: list[str]) -> str:
     """`auto` → `chain-sum` for the builtin task, `code` when the rows carry unit tests, else `math`."""
     if name not in REWARDS:
-        raise ValueError(f"Unknown reward {name!r}; use one of {', '.join(REWARDS)}.")
+        raise ValueError(
+            f"Unknown reward {name!r}; use one of {', '.join(REWARDS)} (train also takes "
+            f"{', '.join(SHAPING_REWARDS)} and module.function)."
+        )
     if name != "auto":
         return name
     if dataset_name == BUILTIN_DATASET:
         return "chain-sum"
     return "code" if any(c in column_names for c in _CODE_COLUMNS) else "math"
+
+
+def import_reward(spec: str) -> Callable:
+    """`package.module.function` → the function, with an error naming `spec` and the fix when it cannot be imported."""
+    module_name, _, attribute = spec.rpartition(".")
+    try:
+        function = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(
+            f"Cannot import reward function {spec!r} ({type(error).__name__}: {error}). Pass a builtin reward "
+            f"({', '.join(REWARDS + SHAPING_REWARDS)}) or module.function importable from the working directory "
+            "(PYTHONPATH)."
+        ) from error
+    if not callable(function):
+        raise ValueError(f"Reward {spec!r} is not callable; pass a function with TRL's reward signature.")
+    return function
+
+
+def check_sandbox(verifier: str) -> None:
+    """The code verifier runs answers in a bubblewrap sandbox: say so before any model is loaded, not at the first
+    reward call."""
+    if verifier == "code" and shutil.which("bwrap") is None:
+        raise ValueError(
+            "The code reward runs answers in a bubblewrap sandbox and `bwrap` is not on PATH. Install it "
+            "(`apt-get install -y bubblewrap`) or choose another reward with --reward."
+        )
 
 
 def reward_function(name: str) -> Callable:
@@ -55,9 +96,9 @@ def check_reward_columns(reward: str, column_names: list[str]) -> None:
     needed = _ANSWER_COLUMN[reward]
     if needed not in column_names:
         raise ValueError(
-            f"The {reward} reward needs a {needed!r} column with the gold answers; the dataset has {column_names}. "
-            "Pass --dataset_format (gsm8k, math500, aime) or --prompt_column/--answer_column to convert benchmark "
-            "rows, or rename the column."
+            f"The {reward} reward needs a {needed!r} column with the gold answers; the dataset has {column_names} and "
+            "no recognisable answer column. Pass --dataset_format (gsm8k, math500, aime) or --answer_column (with "
+            "--prompt_column) to convert benchmark rows, or rename the column."
         )
 
 
@@ -107,14 +148,89 @@ def prepare_dataset(
     return to_eval_dataset(dataset, benchmark, conversational=conversational, system_prompt=system_prompt)
 
 
-def load_task(args, processing_class, *, split: str, num_rows: int | None, seed: int) -> tuple[Dataset, str]:
-    """The dataset every subcommand trains or evaluates on, in TRL's prompt format, and the name of the reward that
+def load_task(
+    args, processing_class, *, split: str, num_rows: int | None, seed: int, reward: str | None = None
+) -> tuple[Dataset, str]:
+    """The dataset every subcommand trains or evaluates on, in TRL's prompt format, and the name of the verifier that
     scores it (checked against the dataset's columns). `args` holds the shared dataset flags (`dataset_name`,
-    `dataset_config`, `dataset_format`, `system_prompt`, `prompt_column`, `answer_column`, `reward`)."""
+    `dataset_config`, `dataset_format`, `system_prompt`, `prompt_column`, `answer_column`); `reward` is the verifier
+    asked for (default `args.reward`); `"custom"` (imported functions only) skips the column check."""
     dataset = load_dataset_any(args.dataset_name, args.dataset_config, split=split, num_rows=num_rows, seed=seed)
     dataset = prepare_dataset(
         dataset, args.dataset_format, processing_class, args.system_prompt, args.prompt_column, args.answer_column
     )
-    reward = resolve_reward(args.reward, args.dataset_name, dataset.column_names)
+    reward = args.reward if reward is None else reward
+    if reward == "custom":
+        return dataset, reward
+    reward = resolve_reward(reward, args.dataset_name, dataset.column_names)
     check_reward_columns(reward, dataset.column_names)
     return dataset, reward
+
+
+def split_rewards(names: list[str]) -> tuple[str, list[str]]:
+    """`--reward` values → the verifier (the one builtin verifier, `auto` when there is none and no custom function,
+    `custom` when imported functions replace it) and the rest in order. Unknown names raise a `ValueError`."""
+    verifiers = [n for n in names if n in REWARDS]
+    unknown = [n for n in names if n not in REWARDS and n not in SHAPING_REWARDS and "." not in n]
+    if unknown:
+        raise ValueError(
+            f"Unknown reward {unknown[0]!r}; use {', '.join(REWARDS + SHAPING_REWARDS)} or an importable "
+            "module.function (e.g. my_rewards.format_reward)."
+        )
+    if len(verifiers) > 1:
+        raise ValueError(f"--reward names {len(verifiers)} verifiers ({verifiers}); keep one.")
+    if verifiers:
+        return verifiers[0], names
+    custom = any("." in n for n in names)
+    return ("custom" if custom else "auto"), names if custom else ["auto", *names]
+
+
+def repetition_reward(ngram_size: int, max_repeats: int, value: float) -> Callable:
+    """`trl_kimi.rewards.repetition_penalty` with these options, named `repetition_penalty` (TRL logs
+    `rewards/repetition_penalty`)."""
+    from ..rewards import repetition_penalty
+
+    def reward(completion_ids: list[list[int]], **kwargs: Any) -> list[float]:
+        return repetition_penalty(completion_ids, ngram_size=ngram_size, max_repeats=max_repeats, penalty=value)
+
+    reward.__name__ = "repetition_penalty"
+    return reward
+
+
+def build_reward_funcs(names: list[str], verifier: str, script_args: Any) -> list[Callable]:
+    """The reward functions of `--reward`, in order: the resolved verifier, the length penalty (judged by the
+    verifier), the repetition penalty and imported functions."""
+    from ..rewards import LengthPenaltyReward
+
+    functions: list[Callable] = []
+    verifier_function = reward_function(verifier) if verifier != "custom" else None
+    for name in names:
+        if name in REWARDS:
+            functions.append(verifier_function)
+        elif name == "length_penalty":
+            if verifier_function is None:
+                raise ValueError(
+                    "--reward length_penalty needs a verifier to judge correctness (math, code or chain-sum) in "
+                    f"--reward; got only imported functions {names}."
+                )
+            warmup = script_args.length_penalty_warmup_steps
+            functions.append(
+                LengthPenaltyReward(
+                    correctness_reward=verifier_function.__name__,
+                    threshold=script_args.length_penalty_threshold,
+                    weight=script_args.length_penalty_weight,
+                    warmup_steps=int(warmup) if warmup >= 1 else warmup,
+                    ramp_steps=script_args.length_penalty_ramp_steps,
+                )
+            )
+        elif name == "repetition":
+            functions.append(
+                repetition_reward(
+                    script_args.repetition_ngram_size,
+                    script_args.repetition_max_repeats,
+                    script_args.repetition_reward,
+                )
+            )
+        else:
+            functions.append(import_reward(name))
+    return functions

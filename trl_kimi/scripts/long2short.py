@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from trl import ModelConfig, TrlParser
 
 from ..hub import check_model_name_or_path, load_processing_class
-from ._common import load_task, reward_function
+from ._common import REWARDS, load_task, reward_function
 from .train import TrainScriptArguments
 
 
@@ -64,12 +64,18 @@ def run_long2short(script_args: Long2ShortScriptArguments, training_args, model_
         check_model_name_or_path(script_args.short_model_name_or_path, what="short model")
         short_model = AutoModelForCausalLM.from_pretrained(script_args.short_model_name_or_path)
 
+    if len(script_args.reward) != 1 or script_args.reward[0] not in REWARDS:
+        raise ValueError(
+            f"trl-kimi long2short scores answers with one verifier ({', '.join(REWARDS)}); got --reward "
+            f"{' '.join(script_args.reward)}. Its length terms come from --methods."
+        )
     dataset, reward = load_task(
         script_args,
         processing_class,
         split=script_args.dataset_train_split,
         num_rows=script_args.max_train_samples,
         seed=training_args.seed,
+        reward=script_args.reward[0],
     )
 
     trainer = long2short.Long2ShortTrainer(

@@ -1,44 +1,75 @@
 """
 `trl-kimi train`: Kimi k1.5 online mirror descent ([`~trl_kimi.KimiMirrorDescentTrainer`]) of a Hub or local model
-on a Hub, local or builtin dataset, with a verifier as reward; saves the model, its tokenizer and its card, and pushes
-them with `--push_to_hub`.
+on a Hub, local or builtin dataset, with verifiers and shaping terms as rewards; saves the model (or its LoRA
+adapter), its tokenizer and its card, and pushes them with `--push_to_hub`.
 
 ```bash
-trl-kimi train --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name ../shared/data/gsm8k/train.jsonl \\
-    --output_dir Qwen2.5-0.5B-Kimi --tau 0.1 --num_generations 8 --max_completion_length 1024
+trl-kimi train --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name openai/gsm8k --dataset_config main \\
+    --output_dir Qwen2.5-0.5B-Kimi --tau 0.1 --num_generations 8 --max_completion_length 1024 \\
+    --reward math length_penalty repetition --reward_weights 1.0 1.0 1.0 --length_penalty_weight 0.5
 trl-kimi train --config kimi.yaml  # any flag below, as YAML; the command line wins
 ```
 
-Multi-GPU: `accelerate launch -m trl_kimi.cli train ...`.
+Several processes, as `trl grpo` does: flags that `accelerate launch` knows (`--num_processes 8`,
+`--config_file examples/accelerate_configs/deepspeed_zero3.yaml`, `--accelerate_config`, `--mixed_precision`, ...)
+make `trl-kimi train` start itself under `accelerate launch -m trl_kimi.cli train ...` (which also works typed out).
 """
 
+import os
+import sys
 from dataclasses import dataclass, field
 
-from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
+from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
 
 from ..hub import BUILTIN_DATASET, load_processing_class
-from ._common import DATASET_FORMATS, REWARDS, load_task, reward_function
+from ._common import (
+    DATASET_FORMATS,
+    REWARD_HELP,
+    build_reward_funcs,
+    check_sandbox,
+    load_task,
+    split_rewards,
+)
 
 
 @dataclass
 class TrainScriptArguments(ScriptArguments):
     """
-    Data and reward flags of `trl-kimi train`, on top of TRL's `ScriptArguments`.
+    Data and reward flags of `trl-kimi train`, on top of TRL's `ScriptArguments` (`--dataset_config`,
+    `--dataset_train_split`, `--dataset_test_split`, ...).
 
     Args:
         dataset_name (`str`, *optional*, defaults to `"chain-sum"`):
-            Hub dataset id, local file (`.jsonl`, `.json`, `.csv`, `.parquet`) or folder, or `chain-sum` (the
-            embedded arithmetic task, generated offline).
+            Hub dataset id (e.g. `openai/gsm8k` with `--dataset_config main`, `HuggingFaceH4/MATH-500`), local file
+            (`.jsonl`, `.json`, `.csv`, `.parquet`) or folder, or `chain-sum` (the embedded arithmetic task,
+            generated offline).
         dataset_format (`str`, *optional*, defaults to `"auto"`):
             How rows become prompts: `prompt` (rows have a `prompt` column), `gsm8k`, `math500`, `aime`, or `auto`.
         prompt_column (`str`, *optional*):
             Problem column of another benchmark (with `answer_column`).
         answer_column (`str`, *optional*):
             Gold-answer column of another benchmark.
-        reward (`str`, *optional*, defaults to `"auto"`):
-            `math` (`trl_kimi.verifiers.math_reward`), `code` (`code_reward`), `chain-sum`, or `auto`.
+        reward (`list[str]`, *optional*, defaults to `["auto"]`):
+            Reward functions, in the order of `--reward_weights`: a verifier (`auto`, `math`, `code`, `chain-sum`),
+            `length_penalty`, `repetition`, or any importable `module.function`.
+        length_penalty_weight (`float`, *optional*, defaults to `0.5`):
+            Weight of the length reward inside [`~trl_kimi.LengthPenaltyReward`].
+        length_penalty_warmup_steps (`float`, *optional*, defaults to `0.1`):
+            Steps before the length reward starts: an integer ≥ 1, or a fraction of `max_steps`.
+        length_penalty_ramp_steps (`int`, *optional*, defaults to `0`):
+            Steps over which it then ramps up linearly.
+        length_penalty_threshold (`float`, *optional*, defaults to `1.0`):
+            A sample is correct for the length reward when the verifier gives at least this.
+        repetition_ngram_size (`int`, *optional*, defaults to `32`):
+            n of the repeated n-gram the repetition reward looks for.
+        repetition_max_repeats (`int`, *optional*, defaults to `3`):
+            Occurrences of an n-gram that count as a repetition.
+        repetition_reward (`float`, *optional*, defaults to `-0.5`):
+            Reward of a completion with a repetition.
         max_train_samples (`int`, *optional*):
             Keep the first N training rows (for `chain-sum`: generate N problems).
+        max_eval_samples (`int`, *optional*):
+            Keep the first N rows of the eval split (`--dataset_test_split`, used with `--eval_strategy`).
         system_prompt (`str`, *optional*):
             System message before each benchmark problem (conversational models only).
     """
@@ -52,14 +83,20 @@ class TrainScriptArguments(ScriptArguments):
     )
     prompt_column: str | None = field(default=None, metadata={"help": "Problem column of another benchmark."})
     answer_column: str | None = field(default=None, metadata={"help": "Gold-answer column of another benchmark."})
-    reward: str = field(
-        default="auto",
-        metadata={
-            "help": "Verifier used as reward (auto: chain-sum, code if tests, else math).",
-            "choices": list(REWARDS),
-        },
+    reward: list[str] = field(default_factory=lambda: ["auto"], metadata={"help": REWARD_HELP})
+    length_penalty_weight: float = field(default=0.5, metadata={"help": "Weight inside the length reward."})
+    length_penalty_warmup_steps: float = field(
+        default=0.1, metadata={"help": "Steps before the length reward starts (int >= 1, or a fraction of max_steps)."}
     )
+    length_penalty_ramp_steps: int = field(default=0, metadata={"help": "Linear ramp of the length reward (steps)."})
+    length_penalty_threshold: float = field(
+        default=1.0, metadata={"help": "Verifier reward at which a sample counts as correct for the length reward."}
+    )
+    repetition_ngram_size: int = field(default=32, metadata={"help": "n of the repeated n-gram."})
+    repetition_max_repeats: int = field(default=3, metadata={"help": "Occurrences that count as a repetition."})
+    repetition_reward: float = field(default=-0.5, metadata={"help": "Reward of a completion with a repetition."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N eval rows."})
     system_prompt: str | None = field(default=None, metadata={"help": "System message before each problem."})
 
 
@@ -70,8 +107,21 @@ def make_parser(prog: str = "trl-kimi train") -> TrlParser:
 
 
 def train(script_args: TrainScriptArguments, training_args, model_args: ModelConfig):
-    """Train, save (model, tokenizer, card) and optionally push; returns the trainer."""
+    """Train, save (model or adapter, tokenizer, card) and optionally push; returns the trainer."""
     from ..trainer import KimiMirrorDescentTrainer
+
+    # Checked before anything is loaded: a wrong reward name or a missing sandbox should not cost a model load.
+    verifier, reward_names = split_rewards(script_args.reward)
+    check_sandbox(verifier)  # `--reward code`; `auto` is checked once the dataset's columns have resolved it
+    if model_args.use_peft or model_args.load_in_4bit or model_args.load_in_8bit:
+        from transformers.utils import is_peft_available
+
+        if not is_peft_available():
+            raise ImportError("--use_peft / --load_in_4bit / --load_in_8bit need peft: pip install 'trl-kimi[peft]'.")
+    if (model_args.load_in_4bit or model_args.load_in_8bit) and not model_args.use_peft:
+        raise ValueError(
+            "--load_in_4bit/--load_in_8bit train quantized weights only through LoRA (QLoRA): add --use_peft."
+        )
 
     ################
     # Model
@@ -87,33 +137,125 @@ def train(script_args: TrainScriptArguments, training_args, model_args: ModelCon
     ################
     # Dataset
     ################
-    dataset, reward = load_task(
+    dataset, verifier = load_task(
         script_args,
         processing_class,
         split=script_args.dataset_train_split,
         num_rows=script_args.max_train_samples,
         seed=training_args.seed,
+        reward=verifier,
     )
+    check_sandbox(verifier)
+    eval_dataset = None
+    if training_args.eval_strategy != "no":
+        eval_dataset, _ = load_task(
+            script_args,
+            processing_class,
+            split=script_args.dataset_test_split,
+            num_rows=script_args.max_eval_samples,
+            seed=training_args.seed + 1,  # chain-sum: other problems than the training ones
+            reward=verifier,
+        )
 
     ################
     # Training
     ################
     trainer = KimiMirrorDescentTrainer(
         model=model_args.model_name_or_path,
-        reward_funcs=reward_function(reward),
+        reward_funcs=build_reward_funcs(reward_names, verifier, script_args),
         args=training_args,
         train_dataset=dataset,
+        eval_dataset=eval_dataset,
         processing_class=processing_class,
         peft_config=get_peft_config(model_args),
+        quantization_config=get_quantization_config(model_args),  # QLoRA, as `trl grpo` passes it (bitsandbytes)
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     trainer.create_model_card(dataset_name=script_args.dataset_name)
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
+    # Destroy the process group before exit: left alive, gloo/NCCL threads can abort a rank at interpreter exit.
+    trainer.accelerator.end_training()
     return trainer
 
 
+def launch_args(argv: list[str], prog: str) -> tuple[list[str], list[str]]:
+    """The arguments in `argv` that are not `trl-kimi train` flags, i.e. `accelerate launch` options, as typed and as
+    given to `accelerate launch` (`[]` when there are none): `--accelerate_config NAME` becomes `--config_file` with
+    the shipped `examples/accelerate_configs/NAME.yaml` (or NAME itself, a file)."""
+    # Flags are told apart at the argparse level, without building the configs: their checks (e.g. bf16 needs a GPU)
+    # belong to the launched processes, which may see devices the launcher does not.
+    parser = make_parser(prog)
+    config_remaining, config_path = [], None
+    if "--config" in argv and argv.index("--config") + 1 < len(argv):
+        i = argv.index("--config")
+        config_path, argv = argv[i + 1], argv[:i] + argv[i + 2 :]  # TrlParser's own flag, not an argparse one
+    _, cli_remaining = parser.parse_known_args(argv)
+    if config_path is not None:
+        import yaml
+
+        with open(config_path) as f:
+            config = yaml.safe_load(f) or {}
+        known = {action.dest for action in parser._actions} | {"env"}
+        for key, value in config.items():
+            if key not in known:
+                config_remaining += [f"--{key}", str(value)]
+    extra = [*config_remaining, *cli_remaining]
+    resolved = list(extra)
+    if "--accelerate_config" in resolved:
+        from ..cli import examples_dir
+
+        i = resolved.index("--accelerate_config")
+        if i + 1 >= len(resolved):
+            raise ValueError("--accelerate_config needs a value: a file, or a shipped config name such as fsdp2.")
+        path = examples_dir() / "accelerate_configs" / f"{resolved[i + 1]}.yaml"
+        resolved[i : i + 2] = ["--config_file", str(path) if path.is_file() else resolved[i + 1]]
+    return cli_remaining, resolved
+
+
+def launch(argv: list[str], typed: list[str], resolved: list[str], launch_command_fn=None) -> None:
+    """Run `accelerate launch <resolved> --module trl_kimi.cli train <argv without typed>`."""
+    from accelerate.commands.launch import launch_command, launch_command_parser
+
+    parser = launch_command_parser()
+    try:
+        args = parser.parse_args([*resolved, "--module", "trl_kimi.cli", "train", *_without(argv, typed)])
+    except SystemExit as error:
+        raise ValueError(
+            f"Unknown flags {typed}: neither `trl-kimi train` flags (see --help) nor `accelerate launch` options."
+        ) from error
+    (launch_command_fn or launch_command)(args)
+
+
+def _without(argv: list[str], extra: list[str]) -> list[str]:
+    """`argv` with the ordered subsequence `extra` (the accelerate options) taken out."""
+    remaining, out = list(extra), []
+    for item in argv:
+        if remaining and item == remaining[0]:
+            remaining.pop(0)
+        else:
+            out.append(item)
+    return out
+
+
 def main(argv: list[str] | None = None, prog: str = "trl-kimi train") -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        make_parser(prog).parse_args_and_config(argv)  # prints the help and exits
+    if "LOCAL_RANK" in os.environ:
+        # Started by a launcher (`accelerate launch`, torchrun): accelerate options from a YAML --config were used by
+        # it; every command-line flag must be ours.
+        *dataclasses, _, cli_remaining = make_parser(prog).parse_args_and_config(
+            argv, return_remaining_strings=True, separate_remaining_strings=True
+        )
+        if cli_remaining:
+            raise ValueError(f"Unknown flags {cli_remaining}; `trl-kimi train --help` lists the flags.")
+        train(*dataclasses)
+        return 0
+    typed, resolved = launch_args(argv, prog)
+    if resolved:
+        launch(argv, typed, resolved)
+        return 0
     train(*make_parser(prog).parse_args_and_config(argv))
     return 0

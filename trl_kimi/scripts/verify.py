@@ -5,7 +5,7 @@ input line plus `reward`; the summary gives the mean reward and, when lines carr
 
 ```bash
 trl-kimi verify --input_file answers.jsonl --verifier math --completion_column completion --solution_column solution
-trl-kimi verify --input_file ../shared/data/mbpp/mbpp.jsonl --verifier code --completion_column code
+trl-kimi verify --input_file mbpp.jsonl --verifier code --completion_column code  # rows of an MBPP copy
 ```
 
 A line with `"finished": false` (cut by the generation cap) scores 0 without reaching the verifier, as in
