@@ -32,6 +32,7 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -183,7 +184,7 @@ def _common_config(output_dir: str, steps: int, learning_rate: float, warmup_ste
 
 
 # ---------------------------------------------------------------------------------------------------- workloads
-def run_arithmetic(args: LearningArguments) -> dict:
+def run_arithmetic(args: LearningArguments, results: dict, save: Callable[[], None]) -> None:
     """The demo's task from its warm start: every trainer x seed, held-out metrics after training."""
     out = Path(args.output_dir) / "arithmetic"
     demo = DemoArguments(
@@ -222,11 +223,11 @@ def run_arithmetic(args: LearningArguments) -> dict:
         )
         return {"pass@1": sampled["accuracy"], "mean_tokens": sampled["mean_tokens"], "greedy": greedy["accuracy"]}
 
-    results = {"warm_start": evaluate(AutoModelForCausalLM.from_pretrained(start_dir), 0), "runs": {}}
+    results["warm_start"] = evaluate(AutoModelForCausalLM.from_pretrained(start_dir), 0)
     print(f"[learning] arithmetic warm start: {json.dumps(results['warm_start'])}", flush=True)
-    common = _common_config(
-        str(out / "rl"), args.steps, demo.rl_learning_rate, demo.rl_warmup_steps, demo.max_completion_length
-    )
+    # The demo warms the learning rate up over 10% of its steps (a fresh Adam state moves every weight by ~lr at first).
+    warmup = max(1, args.steps // 10)
+    common = _common_config(str(out / "rl"), args.steps, demo.rl_learning_rate, warmup, demo.max_completion_length)
     for seed in args.seeds:
         for spec in args.trainers:
             model = AutoModelForCausalLM.from_pretrained(start_dir)
@@ -243,10 +244,10 @@ def run_arithmetic(args: LearningArguments) -> dict:
             results["runs"].setdefault(spec, {})[seed] = run
             shown = {k: round(v, 4) for k, v in run.items() if not isinstance(v, list)}
             print(f"[learning] arithmetic seed {seed} {spec}: {json.dumps(shown)}", flush=True)
-    return results
+            save()  # a run cut short keeps what finished
 
 
-def run_smollm2(args: LearningArguments) -> dict:
+def run_smollm2(args: LearningArguments, results: dict, save: Callable[[], None]) -> None:
     """SmolLM2-135M-Instruct through its chat template: reward per step of every trainer x seed."""
     from trl_kimi.models import smollm2_path
     from trl_kimi.tasks import word_additions
@@ -259,7 +260,6 @@ def run_smollm2(args: LearningArguments) -> dict:
     common = _common_config(
         str(out / "rl"), args.smollm2_steps, args.smollm2_learning_rate, 0, args.smollm2_max_completion_length
     )
-    results = {"runs": {}}
     for seed in args.smollm2_seeds:
         for spec in args.smollm2_trainers:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
@@ -275,7 +275,7 @@ def run_smollm2(args: LearningArguments) -> dict:
                 f"{statistics.fmean(log.rewards[len(log.rewards) // 2 :]):.3f}, {run['seconds_per_step']:.1f} s/step",
                 flush=True,
             )
-    return results
+            save()
 
 
 # ---------------------------------------------------------------------------------------------------- report
@@ -353,13 +353,17 @@ def main(args: LearningArguments) -> dict:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     everything = {"args": asdict(args)}
+
+    def save() -> None:
+        (out / "results.json").write_text(json.dumps(everything, indent=2))
+
     runners = {"arithmetic": run_arithmetic, "smollm2": run_smollm2}
     for workload in args.workloads:
         started = time.perf_counter()
-        results = runners[workload](args)
+        results = everything[workload] = {"runs": {}}
+        runners[workload](args, results, save)
         results["minutes"] = round((time.perf_counter() - started) / 60, 1)
-        everything[workload] = results
-        (out / "results.json").write_text(json.dumps(everything, indent=2))
+        save()
         plot(workload, results, out / f"{workload}_curves.png")
         print(table(workload, results), f"\n{results['minutes']} min; plot: {out / f'{workload}_curves.png'}\n")
     return everything

@@ -65,9 +65,11 @@ def test_converted_folder_fixes_tokens_and_stops_at_end_of_turn(smollm2_folder):
     assert model.dtype == torch.float32
     assert sum(p.numel() for p in model.parameters()) == 134_515_008
 
-    messages = [{"role": "user", "content": "What is 3 + 4? Answer with the number."}]
+    messages = [{"role": "user", "content": 'What is 3 + 4? Reply with "The answer is" and the number.'}]
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    assert text.endswith("<|im_start|>user\nWhat is 3 + 4? Answer with the number.<|im_end|>\n<|im_start|>assistant\n")
+    assert text.endswith(
+        '<|im_start|>user\nWhat is 3 + 4? Reply with "The answer is" and the number.<|im_end|>\n<|im_start|>assistant\n'
+    )
     assert tokenizer("<|im_end|>")["input_ids"] == [END_OF_TURN_ID]  # one token, the one generation stops on
 
     inputs = tokenizer(text, return_tensors="pt")

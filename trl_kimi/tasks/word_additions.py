@@ -2,7 +2,8 @@ r"""
 One-digit additions asked in words, GSM8K style, as chat prompts: easy enough for a 135M chat model to get some right.
 
 Rows have TRL's conversational `prompt` (one user message) and a `solution` column with the bare answer, the format
-`trl_kimi.verifiers.math_reward` grades.
+`trl_kimi.verifiers.math_reward` grades. A small chat model often rambles past the answer or
+skips the anchor, which leaves RL a format to learn.
 
 Example:
 ```python
@@ -10,7 +11,7 @@ Example:
 >>> row["prompt"][0]["role"], row["solution"]
 ('user', '14')
 >>> row["prompt"][0]["content"]
-'Tom has 7 apples and buys 7 more. How many apples does he have now? Answer with the number.'
+'Tom has 7 apples and buys 7 more. How many apples does he have now? Reply with "The answer is" and the number.'
 
 ```
 """
@@ -29,7 +30,8 @@ TEMPLATES = (
     "Sara read {a} pages in the morning and {b} pages in the evening. How many pages did she read?",
     "There are {a} birds on a tree and {b} more land on it. How many birds are on the tree?",
 )
-INSTRUCTION = "Answer with the number."
+# `math_reward` grades the number after the last "The answer is" (or a \boxed{}): a reply without one scores 0.
+INSTRUCTION = 'Reply with "The answer is" and the number.'
 
 
 def make_dataset(num: int, seed: int = 0, max_operand: int = 9) -> Dataset:
