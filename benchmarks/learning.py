@@ -103,10 +103,10 @@ def parse_trainer(spec: str) -> tuple[str, dict]:
 
 
 class StepLog(TrainerCallback):
-    """Wall time of `train()` and, per optimizer step, the logged reward and mean completion length."""
+    """Wall time of `train()` and, per generated batch, the step it was scored at, its reward and mean length."""
 
     def __init__(self):
-        self.rewards, self.lengths, self.start, self.seconds = [], [], 0.0, 0.0
+        self.steps, self.rewards, self.lengths, self.start, self.seconds = [], [], [], 0.0, 0.0
 
     def on_train_begin(self, *args, **kwargs):
         self.start = time.perf_counter()
@@ -115,7 +115,8 @@ class StepLog(TrainerCallback):
         self.seconds = time.perf_counter() - self.start
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "reward" in logs:
+        if logs and "reward" in logs:  # TRL logs the reward once per generated batch, at its first step
+            self.steps.append(state.global_step)
             self.rewards.append(logs["reward"])
             self.lengths.append(logs["completions/mean_length"])
 
@@ -242,6 +243,7 @@ def run_arithmetic(args: LearningArguments, results: dict, save: Callable[[], No
             run = {
                 **evaluate(trained, seed),
                 "seconds_per_step": log.seconds / args.steps,
+                "steps": log.steps,
                 "reward": log.rewards,
                 "length": log.lengths,
             }
@@ -271,7 +273,12 @@ def run_smollm2(args: LearningArguments, results: dict, save: Callable[[], None]
                 spec, seed, model, tokenizer, math_reward, train, common,
                 args.smollm2_prompts_per_batch, args.smollm2_num_generations, args.steps_per_generation,
             )  # fmt: skip
-            run = {"seconds_per_step": log.seconds / args.smollm2_steps, "reward": log.rewards, "length": log.lengths}
+            run = {
+                "seconds_per_step": log.seconds / args.smollm2_steps,
+                "steps": log.steps,
+                "reward": log.rewards,
+                "length": log.lengths,
+            }
             results["runs"].setdefault(spec, {})[seed] = run
             print(
                 f"[learning] smollm2 seed {seed} {spec}: mean reward first half "
@@ -315,7 +322,8 @@ def table(workload: str, results: dict) -> str:
 
 
 def plot(workload: str, results: dict, path: Path) -> None:
-    """Reward per step (running mean over 10% of the steps), mean ± std over seeds, one line per trainer."""
+    """Reward and length per generated batch (running mean over 10% of them), mean ± std over seeds, one line per
+    trainer, at the optimizer step each batch was scored."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -329,13 +337,15 @@ def plot(workload: str, results: dict, path: Path) -> None:
             window = max(1, curves.shape[1] // 10)  # one generated batch is noisy: a running mean per seed
             kernel = np.ones(window) / window
             smooth = np.array([np.convolve(c, kernel, mode="valid") for c in curves])
-            steps = np.arange(window, curves.shape[1] + 1)
+            steps = np.array(next(iter(per_seed.values()))["steps"][window - 1 :])
             mean, std = smooth.mean(0), smooth.std(0)
             ax.plot(steps, mean, label=spec)
             ax.fill_between(steps, mean - std, mean + std, alpha=0.15)
     seeds = len(next(iter(results["runs"].values())))
     ax_reward.set(
-        xlabel="optimizer step", ylabel="mean reward (running mean)", title=f"Reward per step ({seeds} seeds)"
+        xlabel="optimizer step",
+        ylabel="mean reward (running mean)",
+        title=f"Reward per generated batch ({seeds} seeds)",
     )
     ax_length.set(xlabel="optimizer step", ylabel="tokens (running mean)", title="Mean completion length")
     for ax in (ax_reward, ax_length):
