@@ -33,6 +33,12 @@ needs_smollm2 = pytest.mark.skipif(
 END_OF_TURN_ID = 2  # `<|im_end|>` in SmolLM2's vocabulary
 
 
+def brevity_reward(completions: list, **kwargs) -> list[float]:
+    """Varies within every group, so two steps always have a non-zero advantage (math_reward alone is often 0 for all
+    8 samples of an untrained 135M model)."""
+    return [-len(completion[-1]["content"]) / 100 for completion in completions]
+
+
 def test_missing_package_names_the_install_command(monkeypatch, tmp_path):
     def not_installed(name):
         raise importlib.metadata.PackageNotFoundError(name)
@@ -108,7 +114,7 @@ def test_kimi_steps_through_the_chat_template(smollm2_folder, tmp_path):
     )
     trainer = KimiMirrorDescentTrainer(
         model=model,
-        reward_funcs=math_reward,
+        reward_funcs=[math_reward, brevity_reward],
         args=args,
         train_dataset=word_additions.make_dataset(8, seed=0),
         processing_class=tokenizer,
@@ -119,7 +125,8 @@ def test_kimi_steps_through_the_chat_template(smollm2_folder, tmp_path):
     losses = [row["loss"] for row in history if "loss" in row]
     assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses)
     (scored,) = [row for row in history if "reward" in row]  # one generated batch, scored once
-    assert 0.0 <= scored["reward"] <= 1.0
+    assert 0.0 <= scored["rewards/math_reward/mean"] <= 1.0
+    assert scored["rewards/brevity_reward/std"] > 0.0
     # Some samples end with `<|im_end|>` before 16 tokens: TRL found the end of turn as EOS.
     assert scored["completions/clipped_ratio"] < 1.0
     l2_terms = [row["kimi/l2_term"] for row in history if "kimi/l2_term" in row]
