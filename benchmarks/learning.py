@@ -20,7 +20,7 @@ Written to `--output_dir`: `results.json` (per seed: final metrics, reward and l
 `<workload>_curves.png` (reward per step, mean ± std over seeds, one line per trainer); the tables are printed.
 
 ```bash
-python benchmarks/learning.py                                    # default size: ~45 min on 2 busy CPU cores
+python benchmarks/learning.py                                    # default size: wants a quiet machine (hours on 2 busy cores)
 python benchmarks/learning.py --steps 200 --num_eval_prompts 200  # the demo's size (about 4x longer)
 python benchmarks/learning.py --workloads smollm2 --smollm2_steps 16 --smollm2_seeds 0
 python benchmarks/learning.py --workloads arithmetic --trainers kimi kimi:learning_rate=1e-4 grpo --seeds 0 1 2
@@ -56,7 +56,7 @@ DEFAULT_TRAINERS = ["kimi", "kimi:tau=0.01", "kimi:tau=1", "grpo", "grpo:loss_ty
 
 @dataclass
 class LearningArguments:
-    """Sizes of the side-by-side runs. The defaults fit ~45 min on 2 shared CPU cores (the demo uses 200 steps)."""
+    """Sizes of the side-by-side runs (the demo uses 200 RL steps; the README gives the shrunk sizes measured here)."""
 
     output_dir: str = field(default="runs/bench-learning", metadata={"help": "Where results, plots, warm start go."})
     workloads: list[str] = field(default_factory=lambda: list(WORKLOADS), metadata={"help": "Workloads to run."})
