@@ -12,10 +12,17 @@ Two curricula: `curriculum` is staged (three pools, fewest terms first, boundari
 Reported per strategy: accuracy after `--rl_steps` steps (mean ± std over seeds) and the first evaluated step at which
 held-out accuracy reaches `--target_accuracy` (mean over the seeds that reach it, and how many do).
 
+`--train_set wide_spread` trains on the case the report's argument is about, a wide spread of difficulty: the warm
+start's pass rate is estimated on a pool of `--pool_size` problems (`--pool_samples` samples each, temperature 1), and
+the training set is made of problems it always solves (pass rate ≥ `--solved_rate`), problems it never solves (0) and
+some in between, in the proportions `--spread_fractions` (saved to `<seed>/wide_spread_train.json`, reused). The
+held-out split is unchanged. Difficulty for the curricula is then 1 − the estimated pass rate.
+
 ```bash
 python benchmarks/sampling.py                                   # full: 3 seeds x 4 strategies x 200 steps
 python benchmarks/sampling.py --num_workers 6                   # the same, 6 runs side by side (>= 12 cores)
 python benchmarks/sampling.py --seeds 0 --rl_steps 4 --sft_steps 20 --eval_every 2 --num_eval_prompts 20  # smoke
+python benchmarks/sampling.py --train_set wide_spread --strategies uniform prioritized --rl_steps 60 --eval_every 10
 ```
 """
 
@@ -33,14 +40,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
 from transformers import HfArgumentParser, TrainerCallback, set_seed  # noqa: E402
 
 from trl_kimi import KimiMirrorDescentTrainer  # noqa: E402
 from trl_kimi.demo import DemoArguments, rl_config, warm_start  # noqa: E402
+from trl_kimi.sampling import estimate_pass_rates  # noqa: E402
 from trl_kimi.tasks import arithmetic  # noqa: E402
 
 
 STRATEGIES = ("uniform", "prioritized", "curriculum", "curriculum_linear")
+TRAIN_SETS = ("terms", "wide_spread")
 
 
 @dataclass
@@ -55,6 +65,21 @@ class BenchmarkArguments(DemoArguments):
     prioritized_epsilon: float = field(default=0.05, metadata={"help": "Floor of the prioritised weight."})
     num_workers: int = field(
         default=1, metadata={"help": "Processes running seeds and strategies side by side (cores are split evenly)."}
+    )
+    train_set: str = field(
+        default="terms",
+        metadata={
+            "help": "'terms': the demo's RL split, difficulty = number of terms. 'wide_spread': problems the warm "
+            "start always / never / sometimes solves, difficulty = 1 - its pass rate.",
+            "choices": list(TRAIN_SETS),
+        },
+    )
+    pool_size: int = field(default=800, metadata={"help": "wide_spread: problems whose pass rate is estimated."})
+    pool_samples: int = field(default=8, metadata={"help": "wide_spread: samples per pool problem."})
+    solved_rate: float = field(default=0.875, metadata={"help": "wide_spread: pass rate counted as always solved."})
+    spread_fractions: list[float] = field(
+        default_factory=lambda: [0.4, 0.4, 0.2],
+        metadata={"help": "wide_spread: shares of always-solved, never-solved and in-between problems."},
     )
 
 
@@ -98,10 +123,39 @@ def _datasets(args: BenchmarkArguments, seed: int):
         short_slip_rate=args.short_slip_rate,
     )
     held_out = arithmetic.make_rl_dataset(args.num_eval_prompts, seed=seed + 1, max_terms=args.max_terms, exclude=sft)
-    train = with_difficulty(
-        arithmetic.make_rl_dataset(args.num_train_prompts, seed=seed + 2, max_terms=args.max_terms, exclude=held_out)
-    )
+    if args.train_set == "wide_spread":
+        saved = Path(_seed_args(args, seed).output_dir) / "wide_spread_train.json"
+        train = Dataset.from_list(json.loads(saved.read_text())) if saved.exists() else None
+    else:
+        train = with_difficulty(
+            arithmetic.make_rl_dataset(
+                args.num_train_prompts, seed=seed + 2, max_terms=args.max_terms, exclude=held_out
+            )
+        )
     return sft, held_out, train
+
+
+def wide_spread_train_set(args: BenchmarkArguments, seed: int, model, tokenizer, held_out) -> Dataset:
+    """Problems the warm start always solves, never solves and sometimes solves, from its estimated pass rates."""
+    pool = arithmetic.make_rl_dataset(args.pool_size, seed=seed + 2, max_terms=args.max_terms, exclude=held_out)
+    pool = estimate_pass_rates(
+        model, tokenizer, pool, arithmetic.addition_reward, num_samples=args.pool_samples,
+        max_new_tokens=args.max_completion_length, batch_size=256, seed=seed,
+    )  # fmt: skip
+    rates = pool["pass_rate"]
+    groups = {
+        "solved": [i for i, r in enumerate(rates) if r >= args.solved_rate],
+        "unsolved": [i for i, r in enumerate(rates) if r == 0],
+        "between": [i for i, r in enumerate(rates) if 0 < r < args.solved_rate],
+    }
+    wanted = [round(share * args.num_train_prompts) for share in args.spread_fractions]
+    picked = [i for (name, rows), n in zip(groups.items(), wanted) for i in rows[:n]]
+    counts = {name: min(len(rows), n) for (name, rows), n in zip(groups.items(), wanted)}
+    print(
+        f"[bench] seed {seed}: wide-spread pool { ({k: len(v) for k, v in groups.items()}) }, kept {counts}",
+        flush=True,
+    )
+    return pool.select(sorted(picked)).map(lambda row: {"difficulty": 1.0 - row["pass_rate"]})
 
 
 def _seed_args(args: BenchmarkArguments, seed: int) -> BenchmarkArguments:
@@ -115,13 +169,16 @@ def warm_start_seed(args: BenchmarkArguments, seed: int) -> float:
     seed_args = _seed_args(args, seed)
     tokenizer = arithmetic.make_tokenizer()
     model = arithmetic.make_model(tokenizer, args.hidden_size, args.num_layers, seed=seed)
-    sft, held_out, _ = _datasets(args, seed)
+    sft, held_out, train = _datasets(args, seed)
     saved = Path(seed_args.output_dir) / "warm_start.pt"
     if saved.exists():
         model.load_state_dict(torch.load(saved, weights_only=True))
     else:
         warm_start(seed_args, model, tokenizer, sft)
         torch.save(model.state_dict(), saved)
+    if args.train_set == "wide_spread" and train is None:
+        train = wide_spread_train_set(args, seed, model, tokenizer, held_out)
+        (Path(seed_args.output_dir) / "wide_spread_train.json").write_text(json.dumps(train.to_list()))
     accuracy = arithmetic.evaluate_accuracy(
         model, tokenizer, held_out, num_samples=args.eval_samples, max_new_tokens=args.max_completion_length, seed=seed
     )["accuracy"]
@@ -220,6 +277,13 @@ def main(args: BenchmarkArguments) -> dict:
     unknown = set(args.strategies) - set(STRATEGIES)
     if unknown:
         raise ValueError(f"Unknown strategies {sorted(unknown)}; choose from {STRATEGIES}.")
+    if args.train_set not in TRAIN_SETS:
+        raise ValueError(f"Unknown train_set {args.train_set!r}; choose from {TRAIN_SETS}.")
+    if len(args.spread_fractions) != 3 or min(args.spread_fractions) < 0:
+        raise ValueError(
+            f"spread_fractions must be 3 shares >= 0 (always solved, never solved, in between), got "
+            f"{args.spread_fractions}."
+        )
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     per_seed = run_all(args)
