@@ -35,6 +35,7 @@ from transformers import AutoTokenizer
 from trl import ModelConfig, TrlParser
 
 from trl_kimi import KimiConfig, KimiMirrorDescentTrainer
+from trl_kimi.distributed import end_training
 from trl_kimi.tasks import arithmetic
 
 
@@ -94,7 +95,7 @@ def main(script_args: ArithmeticScriptArguments, training_args: KimiConfig, mode
     trainer.save_model(training_args.output_dir)
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name="trl_kimi.tasks.arithmetic")
-    trainer.accelerator.end_training()  # destroy the process group before exit (multi-process runs)
+    end_training(trainer)  # destroy the process group before exit (multi-process runs), in an order that cannot hang
 
 
 if __name__ == "__main__":

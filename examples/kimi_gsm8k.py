@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from trl_kimi import KimiConfig, KimiMirrorDescentTrainer, LengthPenaltyReward
+from trl_kimi.distributed import end_training
 from trl_kimi.evaluation import to_eval_dataset
 from trl_kimi.hub import load_dataset_any
 from trl_kimi.rewards import repetition_penalty
@@ -174,7 +175,7 @@ def main(script_args: KimiMathScriptArguments, training_args: KimiConfig, model_
     trainer.save_model(training_args.output_dir)
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name or script_args.train_file)
-    trainer.accelerator.end_training()  # destroy the process group before exit (multi-process runs)
+    end_training(trainer)  # destroy the process group before exit (multi-process runs), in an order that cannot hang
 
 
 if __name__ == "__main__":

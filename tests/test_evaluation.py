@@ -224,7 +224,7 @@ def test_trl_kimi_eval_and_long2short_report_agree(tmp_path):
     summary = run_eval(
         EvalArguments(
             model_name_or_path=str(tmp_path / "model"), dataset_name=str(tmp_path / "problems.jsonl"),
-            dataset_split="train", reward="chain-sum", num_samples=4, max_new_tokens=8, batch_size=8, seed=0,
+            dataset_test_split="train", reward="chain-sum", num_samples=4, max_completion_length=8, batch_size=8, seed=0,
             output_dir=str(tmp_path / "eval"), progress=False,
         )
     )  # fmt: skip

@@ -269,7 +269,7 @@ def test_rl_preset_gives_0_to_an_answer_over_the_cap(tmp_path, monkeypatch):
     )  # fmt: skip
     trainer.train()
     steps = [log for log in logs if "rewards/always_one_reward/mean" in log]
-    assert len(steps) == 2
+    assert len(steps) == 1  # rl_max_steps=2 at KimiConfig's default 2 optimizer steps per generated batch
     for log in steps:  # 1 for an answer that stopped, 0 for one the cap cut
         assert log["rewards/always_one_reward/mean"] == pytest.approx(1.0 - log["completions/clipped_ratio"])
     assert max(log["completions/clipped_ratio"] for log in steps) > 0.5

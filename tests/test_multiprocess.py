@@ -22,7 +22,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_two_processes(script: str, out_dir: Path, launcher: str = "torchrun", teardown: bool = True) -> None:
+def run_two_processes(script: str, out_dir: Path, launcher: str = "torchrun") -> None:
     """Run `tests/scripts/<script> <out_dir>` in 2 CPU processes (gloo); fails the test on error. `launcher` is
     "torchrun" or "accelerate" (`accelerate launch` with the shipped examples/accelerate_configs/cpu_2proc.yaml)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -39,10 +39,13 @@ def run_two_processes(script: str, out_dir: Path, launcher: str = "torchrun", te
     # The teardown: each rank destroyed its process group before exiting (left alive, gloo's threads made a rank abort
     # at interpreter exit now and then: "terminate called without an active exception", exit -6).
     assert "terminate called" not in result.stderr
-    if not teardown:  # two_process_sampling.py: its exit hung after end_training once (600 s); not yet understood
-        return
+    # trl_kimi.distributed.end_training: no DDP wrapper outlived the group (its Reducer, freed after the group was
+    # destroyed, joined gloo's threads holding the GIL: the exit hung in about one run in ten).
     ends = [json.loads((out_dir / f"rank{rank}.end.json").read_text()) for rank in (0, 1)]
-    assert ends == [{"process_group_alive": False}] * 2
+    if script == "two_process_partial_rollout_rounds.py":  # no model, plain Accelerator
+        assert ends == [{"process_group_alive": False}] * 2
+    else:
+        assert ends == [{"process_group_alive": False, "ddp_alive": 0}] * 2
 
 
 @pytest.mark.slow
@@ -99,7 +102,7 @@ def test_group_split_across_two_processes_gets_the_one_process_advantages_and_le
 
 @pytest.mark.slow
 def test_two_processes_draw_the_same_prioritized_batches_and_hold_the_same_success_rates(tmp_path):
-    run_two_processes("two_process_sampling.py", tmp_path, teardown=False)
+    run_two_processes("two_process_sampling.py", tmp_path)
 
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]

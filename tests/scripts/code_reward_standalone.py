@@ -11,16 +11,22 @@ import types
 from pathlib import Path
 
 
-ROOT = Path(__file__).resolve().parents[2]
-for name, path in (("trl_kimi", ROOT / "trl_kimi"), ("trl_kimi.verifiers", ROOT / "trl_kimi" / "verifiers")):
-    package = types.ModuleType(name)
-    package.__path__ = [str(path)]  # a namespace stub: the real `__init__` would import torch and TRL
-    sys.modules[name] = package
+def main() -> None:
+    root = Path(__file__).resolve().parents[2]
+    for name, path in (("trl_kimi", root / "trl_kimi"), ("trl_kimi.verifiers", root / "trl_kimi" / "verifiers")):
+        package = types.ModuleType(name)
+        package.__path__ = [str(path)]  # a namespace stub: the real `__init__` would import torch and TRL
+        sys.modules[name] = package
 
-from trl_kimi.verifiers.code_verifier import CodeVerifier  # noqa: E402
+    from trl_kimi.verifiers.code_verifier import CodeVerifier
+
+    request = json.load(sys.stdin)
+    verifier = CodeVerifier(**request["verifier"])
+    rewards = verifier(request["completions"], **request["columns"])
+    print(
+        json.dumps({"rewards": rewards, "memory_accounting": verifier.memory_accounting, "executable": sys.executable})
+    )
 
 
-request = json.load(sys.stdin)
-verifier = CodeVerifier(**request["verifier"])
-rewards = verifier(request["completions"], **request["columns"])
-print(json.dumps({"rewards": rewards, "memory_accounting": verifier.memory_accounting, "executable": sys.executable}))
+if __name__ == "__main__":
+    main()

@@ -16,6 +16,7 @@ import torch
 
 from tests.utils import digit_fraction_reward, tiny_config, tiny_model
 from trl_kimi import KimiMirrorDescentTrainer, LengthPenaltyReward
+from trl_kimi.distributed import end_training, wrapped_models_alive
 from trl_kimi.tasks import arithmetic
 
 
@@ -81,13 +82,12 @@ def checksums(trainer) -> dict[str, float]:
 
 
 def end(trainer, out_dir: str) -> None:
-    """Destroy the process group before the interpreter exits, as every multi-process script must: left alive, gloo's
-    worker threads still hold work objects during finalisation and a rank can abort after training ("terminate
-    called without an active exception", exit -6)."""
-    trainer.accelerator.end_training()
+    """`trl_kimi.distributed.end_training`, as every multi-process script ends; records that it left neither the
+    process group nor a DDP wrapper (whose Reducer, freed after the group was destroyed, could hang the exit)."""
     rank = trainer.accelerator.process_index
+    end_training(trainer)
     with open(os.path.join(out_dir, f"rank{rank}.end.json"), "w") as f:
-        json.dump({"process_group_alive": torch.distributed.is_initialized()}, f)
+        json.dump({"process_group_alive": torch.distributed.is_initialized(), "ddp_alive": wrapped_models_alive()}, f)
 
 
 if __name__ == "__main__":

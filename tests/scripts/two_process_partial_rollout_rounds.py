@@ -19,6 +19,7 @@ import os
 import sys
 from types import SimpleNamespace
 
+import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object
 
@@ -99,6 +100,9 @@ def main(out_dir: str) -> None:
         }
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(results, f)
+    accelerator.end_training()  # destroy the process group before exit (see two_process_advantages.end)
+    with open(os.path.join(out_dir, f"rank{rank}.end.json"), "w") as f:
+        json.dump({"process_group_alive": torch.distributed.is_initialized()}, f)
 
 
 if __name__ == "__main__":

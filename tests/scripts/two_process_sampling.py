@@ -9,6 +9,7 @@ import json
 import os
 import sys
 
+from tests.scripts.two_process_advantages import end
 from tests.test_sampling import answer_not_multiple_of_3_reward
 from tests.utils import tiny_config, tiny_model
 from trl_kimi import KimiMirrorDescentTrainer
@@ -28,7 +29,7 @@ class DumpingTrainer(KimiMirrorDescentTrainer):
         super()._feed_back_success(inputs, rewards_per_func)
 
 
-def main(out_dir: str) -> None:
+def main(out_dir: str) -> KimiMirrorDescentTrainer:
     tokenizer = arithmetic.make_tokenizer()
     args = tiny_config(
         os.path.join(out_dir, "run"),
@@ -57,7 +58,8 @@ def main(out_dir: str) -> None:
             },
             f,
         )
+    return trainer
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    end(main(sys.argv[1]), sys.argv[1])

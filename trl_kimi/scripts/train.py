@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
 
+from ..distributed import end_training
 from ..hub import BUILTIN_DATASET, load_processing_class
 from ._common import (
     DATASET_FORMATS,
@@ -175,8 +176,9 @@ def train(script_args: TrainScriptArguments, training_args, model_args: ModelCon
     trainer.create_model_card(dataset_name=script_args.dataset_name)
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
-    # Destroy the process group before exit: left alive, gloo/NCCL threads can abort a rank at interpreter exit.
-    trainer.accelerator.end_training()
+    end_training(
+        trainer
+    )  # destroy the process group before exit, in the order that cannot hang (trl_kimi.distributed)
     return trainer
 
 
