@@ -253,13 +253,14 @@ def test_rl_preset_gives_0_to_an_answer_over_the_cap(tmp_path, monkeypatch):
         reward(completions=[text], solution=["5"])
 
     # end to end: the RL stage of Long2ShortTrainer, where the untrained model rarely stops within 6 tokens
-    logs = []
+    scored = []  # (completion ids, reward of always_one_reward) of every sample the RL stage scored
 
     class RecordingTrainer(KimiMirrorDescentTrainer):
-        def train(self, *args, **kwargs):
-            output = super().train(*args, **kwargs)
-            logs.extend(self.state.log_history)
-            return output
+        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+            rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            column = self.reward_func_names.index("always_one_reward")
+            scored.extend(zip(completion_ids_list, rewards[:, column].tolist(), strict=True))
+            return rewards
 
     monkeypatch.setattr(long2short_trainer, "KimiMirrorDescentTrainer", RecordingTrainer)
     tokenizer = arithmetic.make_tokenizer()
@@ -268,11 +269,11 @@ def test_rl_preset_gives_0_to_an_answer_over_the_cap(tmp_path, monkeypatch):
         reward_funcs=always_one_reward, processing_class=tokenizer,
     )  # fmt: skip
     trainer.train()
-    steps = [log for log in logs if "rewards/always_one_reward/mean" in log]
-    assert len(steps) == 1  # rl_max_steps=2 at KimiConfig's default 2 optimizer steps per generated batch
-    for log in steps:  # 1 for an answer that stopped, 0 for one the cap cut
-        assert log["rewards/always_one_reward/mean"] == pytest.approx(1.0 - log["completions/clipped_ratio"])
-    assert max(log["completions/clipped_ratio"] for log in steps) > 0.5
+    # rl_max_steps=2 at KimiConfig's default 2 optimizer steps per generated batch: one batch of 4 x 2 samples
+    assert len(scored) == 8
+    # 1 for an answer that stopped (its last token is EOS), 0 for one the cap of 6 tokens cut
+    assert [r for _, r in scored] == [float(ids[-1] == arithmetic.EOS_ID) for ids, _ in scored]
+    assert sum(len(ids) == 6 and ids[-1] != arithmetic.EOS_ID for ids, _ in scored) >= 4  # the cap did cut answers
 
 
 # ------------------------------------------------------------------------------------------------- config
