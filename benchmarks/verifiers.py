@@ -130,7 +130,7 @@ def bench_math(num_workers: int = 2) -> dict:
     return figures
 
 
-def _ours(
+def _ours_math(
     completions: list[str], solutions: list[str], num_workers: int, warm: tuple[list[str], list[str]] = ([], [])
 ) -> tuple[float, list[float], list[str]]:
     """Seconds, rewards and reasons of a new `MathVerifier`, its pool started and run on the `warm` pairs first
@@ -166,7 +166,7 @@ def bench_sympy_path(completions: list[str], solutions: list[str], num_workers: 
             for i in range(500)
             for j in range(1, k + 1)
         ]
-        _, _, reasons = _ours([c for c, _ in pairs], [s for _, s in pairs], num_workers)
+        _, _, reasons = _ours_math([c for c, _ in pairs], [s for _, s in pairs], num_workers)
         sympy = [pair for pair, reason in zip(pairs, reasons) if reason in ("math_verify", "cached", "timeout")]
         half = len([pair for pair in sympy if pair[1] in solutions[:250]])
         timed, warm = sympy[:half], sympy[half:]
@@ -175,7 +175,7 @@ def bench_sympy_path(completions: list[str], solutions: list[str], num_workers: 
         ratios, rates = [], []
         for _ in range(rounds):
             naive_s, naive = _naive_cold(preds, golds, warm_lists)
-            ours_s, ours, _ = _ours(preds, golds, num_workers, warm_lists)
+            ours_s, ours, _ = _ours_math(preds, golds, num_workers, warm_lists)
             ratios.append(naive_s / ours_s)
             rates.append((len(timed) / naive_s, len(timed) / ours_s))
         ratio = sorted(ratios)[len(ratios) // 2]
@@ -232,7 +232,7 @@ def _bare(programs: list[str], parallel: int) -> tuple[float, list[bool]]:
     return time.perf_counter() - start, passed
 
 
-def _ours(verifier: CodeVerifier, programs: list[str], **columns) -> tuple[float, list[float], float]:
+def _ours_code(verifier: CodeVerifier, programs: list[str], **columns) -> tuple[float, list[float], float]:
     """Seconds, rewards and the fraction of rows that fell back to the in-process harness."""
     metrics = {}
     start = time.perf_counter()
@@ -268,7 +268,7 @@ def bench_code(rounds: int = 2, mbpp_rounds: int = 1) -> dict:
     scripts = [prog + "\n" + p["test"] + "\n" + f"check({p['entry_point']})\n" for prog, p in zip(programs, humaneval)]
     columns = {"test": [p["test"] for p in humaneval], "entry_point": [p["entry_point"] for p in humaneval]}
     bare_times, ours_times, bare_passed, (rewards, fallback) = _alternate(
-        rounds, lambda: _bare(scripts, parallel), lambda: _ours(verifier, programs, **columns)
+        rounds, lambda: _bare(scripts, parallel), lambda: _ours_code(verifier, programs, **columns)
     )
     results["humaneval"] = {
         "n": len(humaneval),
@@ -286,7 +286,9 @@ def bench_code(rounds: int = 2, mbpp_rounds: int = 1) -> dict:
     scripts = [r["code"] + "\n" + r["test_setup_code"] + "\n" + "\n".join(r["test_list"]) + "\n" for r in mbpp]
     columns = {"test_list": [r["test_list"] for r in mbpp], "test_setup_code": [r["test_setup_code"] for r in mbpp]}
     bare_times, ours_times, bare_passed, (rewards, fallback) = _alternate(
-        mbpp_rounds, lambda: _bare(scripts, parallel), lambda: _ours(verifier, [r["code"] for r in mbpp], **columns)
+        mbpp_rounds,
+        lambda: _bare(scripts, parallel),
+        lambda: _ours_code(verifier, [r["code"] for r in mbpp], **columns),
     )
     results["mbpp"] = {
         "n": len(mbpp),
