@@ -116,8 +116,8 @@ class BenchmarkFormat:
     instruction: str = BOXED_INSTRUCTION
 
 
-# The formats of the copies in ../shared/data and of their Hub versions. AIME sets on the Hub (e.g. AI-MO/aimo-
-# validation-aime, the report's AIME 2024) use the MATH-500 columns: problem/answer.
+# The formats of the local JSONL copies of the benchmarks (as the tests use them) and of their Hub versions. AIME
+# sets on the Hub (e.g. AI-MO/aimo-validation-aime, the report's AIME 2024) use the MATH-500 columns: problem/answer.
 BENCHMARK_FORMATS: dict[str, BenchmarkFormat] = {
     "math500": BenchmarkFormat("problem", "answer"),
     "gsm8k": BenchmarkFormat("question", "answer"),
