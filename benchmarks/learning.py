@@ -46,7 +46,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, s
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 from trl_kimi import KimiConfig, KimiMirrorDescentTrainer  # noqa: E402
-from trl_kimi.demo import DemoArguments, warm_start  # noqa: E402
+from trl_kimi.demo import DemoArguments, make_datasets, warm_start  # noqa: E402
 from trl_kimi.tasks import arithmetic  # noqa: E402
 
 
@@ -197,20 +197,7 @@ def run_arithmetic(args: LearningArguments, results: dict, save: Callable[[], No
         prompts_per_batch=args.prompts_per_batch, num_generations=args.num_generations,
     )  # fmt: skip
     tokenizer = arithmetic.make_tokenizer()
-    sft = arithmetic.make_sft_dataset(
-        demo.num_sft_examples,
-        seed=demo.seed,
-        max_terms=demo.max_terms,
-        long_fraction=demo.long_fraction,
-        long_slip_rate=demo.long_slip_rate,
-        short_slip_rate=demo.short_slip_rate,
-    )
-    held_out = arithmetic.make_rl_dataset(
-        demo.num_eval_prompts, seed=demo.seed + 1, max_terms=demo.max_terms, exclude=sft
-    )
-    train = arithmetic.make_rl_dataset(
-        demo.num_train_prompts, seed=demo.seed + 2, max_terms=demo.max_terms, exclude=held_out
-    )
+    sft, held_out, train = make_datasets(demo)  # the demo's data, exactly
     start_dir = out / f"warm_start_sft{demo.sft_steps}"
     if not (start_dir / "config.json").exists():  # built once, reused by every run and later invocations
         set_seed(demo.seed)

@@ -30,6 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here needs the Hub; neve
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
 from transformers import HfArgumentParser, set_seed  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
@@ -73,6 +74,28 @@ class DemoArguments:
     max_completion_length: int = field(default=64, metadata={"help": "Token cap of a completion."})
     hidden_size: int = field(default=128, metadata={"help": "Width of the tiny Qwen2."})
     num_layers: int = field(default=4, metadata={"help": "Depth of the tiny Qwen2."})
+
+
+def make_datasets(args: DemoArguments) -> tuple[Dataset, Dataset, Dataset]:
+    """The demo's SFT, held-out and RL datasets (`benchmarks/learning.py` starts from the same ones)."""
+    sft_dataset = arithmetic.make_sft_dataset(
+        args.num_sft_examples,
+        seed=args.seed,
+        max_terms=args.max_terms,
+        long_fraction=args.long_fraction,
+        long_slip_rate=args.long_slip_rate,
+        short_slip_rate=args.short_slip_rate,
+    )
+    eval_dataset = arithmetic.make_rl_dataset(
+        args.num_eval_prompts, seed=args.seed + 1, max_terms=args.max_terms, exclude=sft_dataset
+    )
+    train_dataset = arithmetic.make_rl_dataset(
+        args.num_train_prompts,
+        seed=args.seed + 2,
+        max_terms=args.max_terms,
+        exclude=eval_dataset,  # RL may revisit SFT prompts, never held-out ones
+    )
+    return sft_dataset, eval_dataset, train_dataset
 
 
 def warm_start(args: DemoArguments, model, tokenizer, sft_dataset) -> None:
@@ -234,23 +257,7 @@ def main(args: DemoArguments) -> dict:
     # ----------------------------------------------------------------- model and data
     tokenizer = arithmetic.make_tokenizer()
     model = arithmetic.make_model(tokenizer, args.hidden_size, args.num_layers, seed=args.seed)
-    sft_dataset = arithmetic.make_sft_dataset(
-        args.num_sft_examples,
-        seed=args.seed,
-        max_terms=args.max_terms,
-        long_fraction=args.long_fraction,
-        long_slip_rate=args.long_slip_rate,
-        short_slip_rate=args.short_slip_rate,
-    )
-    eval_dataset = arithmetic.make_rl_dataset(
-        args.num_eval_prompts, seed=args.seed + 1, max_terms=args.max_terms, exclude=sft_dataset
-    )
-    train_dataset = arithmetic.make_rl_dataset(
-        args.num_train_prompts,
-        seed=args.seed + 2,
-        max_terms=args.max_terms,
-        exclude=eval_dataset,  # RL may revisit SFT prompts, never held-out ones
-    )
+    sft_dataset, eval_dataset, train_dataset = make_datasets(args)
     print(f"[trl-kimi demo] tiny Qwen2: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
 
     # ----------------------------------------------------------------- warm start
