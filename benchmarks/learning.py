@@ -74,7 +74,7 @@ class LearningArguments:
     num_generations: int = field(default=8, metadata={"help": "Arithmetic: samples per prompt, k."})
     num_eval_prompts: int = field(default=100, metadata={"help": "Held-out arithmetic prompts."})
     eval_samples: int = field(default=4, metadata={"help": "Samples per held-out prompt for the sampled pass@1."})
-    smollm2_steps: int = field(default=16, metadata={"help": "Optimizer steps of each SmolLM2 run."})
+    smollm2_steps: int = field(default=40, metadata={"help": "Optimizer steps of each SmolLM2 run."})
     smollm2_seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "Seeds of the SmolLM2 runs."})
     smollm2_trainers: list[str] = field(
         default_factory=lambda: ["kimi", "grpo"], metadata={"help": "Trainers of the SmolLM2 workload."}
@@ -82,7 +82,7 @@ class LearningArguments:
     smollm2_prompts_per_batch: int = field(default=8, metadata={"help": "SmolLM2: prompts per generated batch."})
     smollm2_num_generations: int = field(default=4, metadata={"help": "SmolLM2: samples per prompt, k."})
     smollm2_max_completion_length: int = field(default=48, metadata={"help": "SmolLM2: token cap of a completion."})
-    smollm2_learning_rate: float = field(default=1e-5, metadata={"help": "SmolLM2: learning rate (constant)."})
+    smollm2_learning_rate: float = field(default=2e-5, metadata={"help": "SmolLM2: learning rate (constant)."})
 
 
 def parse_trainer(spec: str) -> tuple[str, dict]:

@@ -74,7 +74,7 @@ class BenchmarkArguments(DemoArguments):
             "choices": list(TRAIN_SETS),
         },
     )
-    pool_size: int = field(default=800, metadata={"help": "wide_spread: problems whose pass rate is estimated."})
+    pool_size: int = field(default=2000, metadata={"help": "wide_spread: problems whose pass rate is estimated."})
     pool_samples: int = field(default=8, metadata={"help": "wide_spread: samples per pool problem."})
     solved_rate: float = field(default=0.875, metadata={"help": "wide_spread: pass rate counted as always solved."})
     spread_fractions: list[float] = field(
@@ -148,7 +148,13 @@ def wide_spread_train_set(args: BenchmarkArguments, seed: int, model, tokenizer,
         "unsolved": [i for i, r in enumerate(rates) if r == 0],
         "between": [i for i, r in enumerate(rates) if 0 < r < args.solved_rate],
     }
-    wanted = [round(share * args.num_train_prompts) for share in args.spread_fractions]
+    # The shares are kept even when a group is short (a well-trained warm start solves few problems always and fails
+    # few always): the set shrinks until every group can fill its share, rather than filling up with in-between ones.
+    total = min(
+        [args.num_train_prompts]
+        + [int(len(rows) / share) for rows, share in zip(groups.values(), args.spread_fractions) if share > 0]
+    )
+    wanted = [round(share * total) for share in args.spread_fractions]
     picked = [i for (name, rows), n in zip(groups.items(), wanted) for i in rows[:n]]
     counts = {name: min(len(rows), n) for (name, rows), n in zip(groups.items(), wanted)}
     print(

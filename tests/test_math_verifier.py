@@ -402,6 +402,33 @@ def test_math500_shuffled_pairs_are_wrong(verifier):
     assert [i for i, reward in enumerate(rewards) if reward] == [22]
 
 
+# (gold, prediction, decided unequal in the parent without sympy)
+CLOSED_FORM_CASES = [
+    ("90", "3\\sqrt{13}", True),
+    ("\\frac{3\\sqrt{3}}{4}", "\\cot x", False),  # a variable: sympy decides
+    ("6 - 5i", "-50", True),
+    ("-\\frac{\\pi}{6}", "0.15", True),
+    ("1.25", "2", True),
+    ("\\frac{1}{3}", "0.333", True),  # 3e-4 apart: math-verify's 6-decimal rounding cannot join them
+    ("\\frac{1}{3}", "0.333333", False),  # within rounding: math-verify's call (it says equal)
+    ("\\pi", "3.14159265", False),
+    ("2^{10}", "1000", True),
+    ("15", "1\\frac{4}{5}", False),  # a mixed number (or 4/5?): not read here
+    ("52_8", "42", False),  # a base subscript: not read here
+    ("50\\%", "0.4", False),  # percentages are math-verify's
+]
+
+
+@pytest.mark.parametrize("gold, prediction, decided", CLOSED_FORM_CASES)
+def test_closed_forms_far_apart_need_no_sympy(verifier, gold, prediction, decided):
+    from math_verify import parse, verify
+
+    rewards, reasons = verifier.verify_batch(["\\boxed{" + prediction + "}"], [gold])
+    assert (reasons == ["numeric"]) is decided, reasons
+    # Never a different verdict from math-verify's on the same pair.
+    assert rewards == [float(verify(parse("\\boxed{" + gold + "}"), parse("\\boxed{" + prediction + "}")))]
+
+
 def test_gsm8k_gold_answers(verifier):
     records = _read_jsonl(DATA / "gsm8k" / "test.jsonl")[:200]
     finals = [record["answer"].split("####")[-1].strip() for record in records]

@@ -605,6 +605,173 @@ def _fast_path(gold: _Normalised, pred: _Normalised) -> bool | None:
     return False
 
 
+# A closed-form number: integers, decimals, `\frac`, `\sqrt`, `\pi`, `i`, `+ - \cdot \times / ^`, parentheses. Anything
+# else (letters, `\text`, subscripts, commas, a digit right before `\frac`, which may be a mixed number) is not read.
+_CLOSED_FORM_TOKEN_RE = re.compile(
+    r"\s*(?:(?P<number>\d+(?:\.\d+)?|\.\d+)|(?P<command>\\(?:[dt]?frac|sqrt|pi|cdot|times))|(?P<symbol>[-+*/^(){}i]))"
+)
+_FRACTIONS = ("\\frac", "\\dfrac", "\\tfrac")
+_MAX_CLOSED_FORM_CHARS = 80
+_MAX_CLOSED_FORM_EXPONENT = 12
+_MAX_CLOSED_FORM_MAGNITUDE = 1e12
+# Decided unequal only beyond this relative gap: far above float64's error for these short expressions, and above
+# math-verify's 6-decimal rounding, so no pair math-verify would accept is ever decided unequal here.
+_CLOSED_FORM_GAP = 1e-6
+
+
+class _NotClosedForm(Exception):
+    pass
+
+
+class _ClosedFormReader:
+    """Recursive-descent reader of one closed form into a complex value, tracking the largest magnitude met (the
+    scale of float64's rounding error)."""
+
+    def __init__(self, answer: str):
+        self.tokens, position = [], 0
+        answer = answer.replace("\\left", "").replace("\\right", "").replace("\\!", "").replace("\\,", "").strip()
+        while position < len(answer):
+            match = _CLOSED_FORM_TOKEN_RE.match(answer, position)
+            if match is None or match.end() == position:
+                raise _NotClosedForm
+            kind = match.lastgroup
+            self.tokens.append((kind, match.group(kind)))
+            position = match.end()
+        self.index, self.magnitude = 0, 1.0
+
+    def peek(self) -> tuple[str, str] | None:
+        return self.tokens[self.index] if self.index < len(self.tokens) else None
+
+    def take(self, value: str | None = None) -> tuple[str, str]:
+        token = self.peek()
+        if token is None or (value is not None and token[1] != value):
+            raise _NotClosedForm
+        self.index += 1
+        return token
+
+    def checked(self, value: complex) -> complex:
+        size = abs(value)
+        if size != size or size > _MAX_CLOSED_FORM_MAGNITUDE:
+            raise _NotClosedForm
+        self.magnitude = max(self.magnitude, size)
+        return value
+
+    def read(self) -> complex:
+        value = self.expression()
+        if self.peek() is not None:
+            raise _NotClosedForm
+        return value
+
+    def expression(self) -> complex:
+        sign = -1 if self.peek() == ("symbol", "-") else 1
+        if self.peek() in (("symbol", "-"), ("symbol", "+")):
+            self.take()
+        value = sign * self.term()
+        while self.peek() in (("symbol", "+"), ("symbol", "-")):
+            sign = 1 if self.take()[1] == "+" else -1
+            value = self.checked(value + sign * self.term())
+        return value
+
+    def term(self) -> complex:
+        value, divided = self.factor(), False
+        while (token := self.peek()) is not None:
+            if divided and token[1] not in ("+", "-", ")", "}"):
+                raise _NotClosedForm  # `1/2\pi`, `1/2 \cdot 3`: π/2 or 1/(2π)? Not read here.
+            if token[1] in ("*", "\\cdot", "\\times"):
+                self.take()
+                value = self.checked(value * self.factor())
+            elif token[1] == "/":
+                self.take()
+                divisor = self.factor()
+                if divisor == 0:
+                    raise _NotClosedForm
+                value, divided = self.checked(value / divisor), True
+            elif token[1] in ("\\sqrt", "\\pi", "i") or (
+                # `2(1+i)`, `\pi\frac{1}{2}`; never `3\frac{1}{2}` (a mixed number?) nor `(1+2)(3)` (a call?)
+                self.tokens[self.index - 1][0] == "number"
+                if token[1] == "("
+                else token[1] in _FRACTIONS and self.tokens[self.index - 1][0] != "number"
+            ):
+                value = self.checked(value * self.factor())  # implicit product: `3\sqrt{2}`, `2\pi i`
+            else:
+                break
+        return value
+
+    def factor(self) -> complex:
+        value = self.atom()
+        if self.peek() == ("symbol", "^"):
+            self.take()
+            exponent = self.group_or_digit()
+            if exponent.imag or exponent.real != int(exponent.real) or abs(exponent.real) > _MAX_CLOSED_FORM_EXPONENT:
+                raise _NotClosedForm
+            if value == 0 and exponent.real < 0:
+                raise _NotClosedForm
+            value = self.checked(value ** int(exponent.real))
+        return value
+
+    def group_or_digit(self) -> complex:
+        kind, text = self.take()
+        if kind == "number" and len(text) >= 1 and text.isdigit():
+            # `\frac43`, `\sqrt2`, `x^2`: an ungrouped argument is its first digit only.
+            if len(text) > 1:
+                self.tokens[self.index - 1 : self.index] = [("number", text[0]), ("number", text[1:])]
+            return self.checked(complex(int(text[0])))
+        if text != "{":
+            raise _NotClosedForm
+        value = self.expression()
+        self.take("}")
+        return value
+
+    def atom(self) -> complex:
+        kind, text = self.take()
+        if kind == "number":
+            return self.checked(complex(float(text)))
+        if text in _FRACTIONS:
+            numerator = self.group_or_digit()
+            denominator = self.group_or_digit()
+            if denominator == 0:
+                raise _NotClosedForm
+            return self.checked(numerator / denominator)
+        if text == "\\sqrt":
+            radicand = self.group_or_digit()
+            if radicand.imag or radicand.real < 0:
+                raise _NotClosedForm
+            return self.checked(complex(radicand.real**0.5))
+        if text == "\\pi":
+            return complex(3.141592653589793)
+        if text == "i":
+            return 1j
+        if text in ("(", "{"):
+            value = self.expression()
+            self.take(")" if text == "(" else "}")
+            return value
+        raise _NotClosedForm
+
+
+def _closed_form_value(answer: str) -> tuple[complex, float] | None:
+    """`(value, largest magnitude met)` of a closed-form number such as `3\\sqrt{13}`, `-\\frac{\\pi}{6}`, `6 - 5i`,
+    `2^{10}`, `0.15`; `None` for anything else (variables, text, subscripts, lists, percentages)."""
+    if len(answer) > _MAX_CLOSED_FORM_CHARS:
+        return None
+    try:
+        reader = _ClosedFormReader(answer)
+        return reader.read(), reader.magnitude
+    except (_NotClosedForm, ZeroDivisionError, OverflowError, ValueError):
+        return None
+
+
+def _numerically_different(gold: _Normalised, pred: _Normalised) -> bool:
+    """Both answers are closed-form numbers whose values differ by far more than rounding: math-verify (6-decimal
+    rounding, symbolic and string equality) cannot find them equal, so sympy is not needed to say so."""
+    if gold.percent or pred.percent:
+        return False
+    gold_value, pred_value = _closed_form_value(gold.text), _closed_form_value(pred.text)
+    if gold_value is None or pred_value is None:
+        return False
+    scale = max(gold_value[1], pred_value[1])
+    return abs(gold_value[0] - pred_value[0]) > _CLOSED_FORM_GAP * scale
+
+
 _TIME_RE = re.compile(r"(\d{1,2}):(\d{2})\s*(?:\\text\s*\{\s*)?([ap])?\.?\s*(?:m\.?)?\s*\}?", re.IGNORECASE)
 
 
@@ -714,6 +881,8 @@ def _decide_in_parent(gold: _Normalised, pred: _Normalised) -> tuple[bool, str] 
         return False, "clock_time"  # one side is a time of day, the other is not (`7:32` may also be a ratio)
     if _number_against_non_number(gold.text, pred.text):
         return False, "number_vs_expression"
+    if _numerically_different(gold, pred):
+        return False, "numeric"
     shapes = {_shape(gold.text), _shape(pred.text)}
     if shapes == {"set", "ordered"} and not any(_is_bracketed_set(answer.text) for answer in (gold, pred)):
         return None  # `1, 3` against `(1, 3)`: a bare list is read in order (the caller sends it as a tuple)

@@ -23,7 +23,9 @@ How one item is scored:
    between different numbers (`3 = 5`) is no answer: such answers score 0.
 3. **Decide in the parent** what is certain without sympy: plain numbers are compared exactly with
    [`fractions.Fraction`] (the fast path, most of GSM8K), clock times, lists against one value, sets against
-   ordered tuples. An item that raises here scores 0 with a logged reason; the batch goes on.
+   ordered tuples, and two closed-form numbers (`3\\sqrt{13}`, `-\\frac{\\pi}{6}`, `6 - 5i`, `0.15`) whose values differ
+   by far more than math-verify's 6-decimal rounding are unequal (values that close, or anything with a variable,
+   text or a subscript, go to sympy). An item that raises here scores 0 with a logged reason; the batch goes on.
 4. **Otherwise ask a worker process** running math-verify (results are cached in the parent, normalised gold answers
    too, and duplicates in a batch are sent once). Workers are fresh interpreters started with `subprocess` (like
    multiprocessing's "spawn", never a fork of the trainer, which has torch and threads loaded, and without spawn's
@@ -147,7 +149,7 @@ class MathVerifier:
         r"""
         Score a batch and say why: `(rewards, reasons)`, where a reason is `"fast_path"`, `"math_verify"`,
         `"cached"`, `"no_answer: ..."`, `"refused: ..."`, `"timeout"`, `"error: ..."`, `"clock_time"`,
-        `"set_vs_tuple"`, `"set_vs_scalar"`, `"decimal_comma"`, `"exact"`, `"unparsable"`...
+        `"set_vs_tuple"`, `"set_vs_scalar"`, `"decimal_comma"`, `"exact"`, `"numeric"`, `"unparsable"`...
 
         Example:
 
