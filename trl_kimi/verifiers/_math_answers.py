@@ -4,6 +4,7 @@ Nothing here imports sympy or math-verify, so the parent process (the trainer) d
 alone; [`~trl_kimi.verifiers.math_verifier.MathVerifier`] sends the rest to its worker processes.
 """
 
+import functools
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -612,6 +613,7 @@ _CLOSED_FORM_TOKEN_RE = re.compile(
 )
 _FRACTIONS = ("\\frac", "\\dfrac", "\\tfrac")
 _MAX_CLOSED_FORM_CHARS = 80
+_CLOSED_FORM_CACHE_SIZE = 65536
 _MAX_CLOSED_FORM_EXPONENT = 12
 _MAX_CLOSED_FORM_MAGNITUDE = 1e12
 # Decided unequal only beyond this relative gap: far above float64's error for these short expressions, and above
@@ -632,7 +634,7 @@ class _ClosedFormReader:
         answer = answer.replace("\\left", "").replace("\\right", "").replace("\\!", "").replace("\\,", "").strip()
         while position < len(answer):
             match = _CLOSED_FORM_TOKEN_RE.match(answer, position)
-            if match is None or match.end() == position:
+            if match is None:
                 raise _NotClosedForm
             kind = match.lastgroup
             self.tokens.append((kind, match.group(kind)))
@@ -711,7 +713,7 @@ class _ClosedFormReader:
 
     def group_or_digit(self) -> complex:
         kind, text = self.take()
-        if kind == "number" and len(text) >= 1 and text.isdigit():
+        if kind == "number" and text.isdigit():
             # `\frac43`, `\sqrt2`, `x^2`: an ungrouped argument is its first digit only.
             if len(text) > 1:
                 self.tokens[self.index - 1 : self.index] = [("number", text[0]), ("number", text[1:])]
@@ -748,6 +750,7 @@ class _ClosedFormReader:
         raise _NotClosedForm
 
 
+@functools.lru_cache(maxsize=_CLOSED_FORM_CACHE_SIZE)  # a gold answer is read once per generation of its prompt
 def _closed_form_value(answer: str) -> tuple[complex, float] | None:
     """`(value, largest magnitude met)` of a closed-form number such as `3\\sqrt{13}`, `-\\frac{\\pi}{6}`, `6 - 5i`,
     `2^{10}`, `0.15`; `None` for anything else (variables, text, subscripts, lists, percentages)."""
