@@ -228,7 +228,7 @@ class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
                         f"(columns: {sorted(inputs[0])})."
                     )
                 values = gather_object([example[column] for example in inputs])
-            step, max_steps = self.state.global_step, self.state.max_steps
+            step, max_steps = self.state.global_step, self._run_length()
             rewards = penalty.compute(
                 lengths, [penalty.is_correct(v) for v in values], num_generations, step, max_steps
             )
@@ -236,6 +236,17 @@ class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
                 [torch.nan if r is None else r for r in rewards], dtype=rewards_per_func.dtype, device=device
             )
             self._metrics[mode][f"{penalty.__name__}/scale"].append(penalty.scale(step, max_steps))
+
+    def _run_length(self) -> int | None:
+        """The run's number of optimizer steps: TRL's `state.max_steps` once `train()` has started; before it (e.g.
+        `evaluate()` first) the number `train()` will compute, or `None` without a training set to count."""
+        if self.state.max_steps > 0:
+            return self.state.max_steps
+        if self.args.max_steps > 0:
+            return self.args.max_steps
+        if self.train_dataset is None:
+            return None
+        return self.set_initial_training_values(self.args, self.get_train_dataloader())[-1]
 
     # ------------------------------------------------------------------ optimizer reset
     def _generate_and_score_completions(self, inputs):
