@@ -9,8 +9,10 @@ iteration by the newer policy, so long answers never stall a batch. Repeated tex
 applies the limits after each generation round (end of sequence, overall maximum length, maximum number of
 continuations, repetition), hands out **complete groups only** (all `num_generations` samples of a prompt finished) in
 first-in-first-out order, does the token accounting, and saves its state with `state_dict()`.
-[`generate_until_ready`] drives it: generation rounds of at most `token_budget` new tokens over every running
-trajectory (resumed ones first, then the new prompts) until enough complete groups are ready. The trainer glue is
+Two drivers fill an iteration's batch of complete groups: [`generate_iteration`] (the report's budget: one round of at
+most `token_budget` new tokens for every running trajectory, then new prompts, one round each, until enough groups
+are complete) and [`generate_until_ready`] (rounds over every running trajectory until enough groups are complete; a
+trajectory may advance several budgets in one iteration). The trainer glue is
 [`~trl_kimi.trainer.partial_rollout_mixin.PartialRolloutMixin`].
 
 Worked token accounting (the spec's table: budget 256, overall maximum 1024, answers of 100, 600 and 1100 tokens if
@@ -332,8 +334,6 @@ class PartialRolloutBuffer:
 
     def _extend(self, traj: Trajectory, ids: list[int], logprobs: list[float] | None) -> int:
         """Append one round's tokens to `traj` and update its status; returns the number of tokens thrown away."""
-        if traj.status != "running":
-            raise RuntimeError(f"Trajectory {traj.group_id}/{traj.sample_index} is {traj.status}, not running.")
         traj.num_continuations += 1
         discarded = 0
         # An end-of-sequence token ends the trajectory: anything after it is not part of the answer.
@@ -453,9 +453,6 @@ class PartialRolloutBuffer:
         self.tokens_discarded = state["tokens_discarded"]
         self.tokens_popped = state["tokens_popped"]
         self.trajectories = [Trajectory(**t) for t in state["trajectories"]]
-        for t in self.trajectories:
-            if t.status not in ROLLOUT_STATUSES:
-                raise ValueError(f"Unknown trajectory status {t.status!r} in the buffer state.")
 
 
 def generate_until_ready(
@@ -466,7 +463,8 @@ def generate_until_ready(
     max_rounds: int | None = None,
 ) -> list[RoundStats]:
     r"""
-    Generation rounds over every running trajectory until `num_groups` complete groups are ready.
+    Generation rounds over every running trajectory until `num_groups` complete groups are ready: a trajectory may
+    advance several budgets in one iteration (every round after the first is marked `over_budget`).
 
     Resumed trajectories and new prompts share each round (the buffer lists the oldest first). In a multi-process run
     `any_process_needs_more(need)` must return whether any process still needs a round (an all-reduce), so that all
@@ -490,7 +488,9 @@ def generate_until_ready(
                 f"({buffer.num_ready_groups()} ready, {len(buffer.running())} running): the generator is not "
                 "making progress."
             )
-        rounds.append(buffer.generate_round(generate, call_when_empty=any_process_needs_more is not None))
+        stats = buffer.generate_round(generate, call_when_empty=any_process_needs_more is not None)
+        stats.over_budget = bool(rounds)  # the running trajectories' second round in this iteration, or later
+        rounds.append(stats)
 
 
 def generate_iteration(

@@ -478,17 +478,23 @@ class KimiConfig(GRPOConfig):
                     "--partial_rollout_budget (tokens per trajectory and iteration) or unset them."
                 )
             return
-        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-            raise ValueError(
-                f"partial_rollout_budget must be an integer >= 1 (new tokens per trajectory and iteration), got "
-                f"{budget!r}; pass e.g. --partial_rollout_budget 256, or leave it unset for full rollouts."
-            )
-        max_length = self.partial_rollout_max_length
-        if max_length is not None and (isinstance(max_length, bool) or max_length < 1):
-            raise ValueError(
-                f"partial_rollout_max_length must be >= 1 or unset (= max_completion_length), got {max_length!r}."
-            )
-        max_length = self.max_completion_length if max_length is None else max_length
+        # Integer settings: (name, smallest value, what unset means; None: must be set).
+        for name, low, unset in [
+            ("partial_rollout_budget", 1, None),
+            ("partial_rollout_max_length", 1, "max_completion_length"),
+            ("partial_rollout_extra_groups", 0, "one generated batch's worth"),
+            ("partial_rollout_max_continuations", 0, "only the maximum length bounds a trajectory"),
+            ("partial_rollout_repetition_ngram_size", 1, "no repeat detection"),
+            ("partial_rollout_repetition_max_repeats", 2, None),
+        ]:
+            value = getattr(self, name)
+            if (value is not None or unset is None) and (not isinstance(value, int) or value < low):
+                raise ValueError(
+                    f"{name} must be an integer >= {low}{f' or unset ({unset})' if unset else ''}, got {value!r}; "
+                    "see --help for its meaning (e.g. --partial_rollout_budget 256, new tokens per trajectory and "
+                    "iteration)."
+                )
+        max_length = self.partial_rollout_max_length or self.max_completion_length
         if budget > max_length:
             raise ValueError(
                 f"partial_rollout_budget ({budget}) is larger than the overall maximum length ({max_length}, "
@@ -500,31 +506,10 @@ class KimiConfig(GRPOConfig):
                 f"partial_rollout_schedule must be one of {PARTIAL_ROLLOUT_SCHEDULES}, got "
                 f"{self.partial_rollout_schedule!r}."
             )
-        extra = self.partial_rollout_extra_groups
-        if extra is not None and (isinstance(extra, bool) or extra < 0):
-            raise ValueError(
-                f"partial_rollout_extra_groups must be >= 0 or unset (one generated batch's worth), got {extra!r}."
-            )
         if self.save_only_model:
             raise ValueError(
                 "save_only_model=True writes no trainer state, so the partial-rollout buffer (kimi_rollout_buffer.pt) "
                 "would not be saved and its trajectories would be lost on resume. Set save_only_model=False."
-            )
-        continuations = self.partial_rollout_max_continuations
-        if continuations is not None and (isinstance(continuations, bool) or continuations < 0):
-            raise ValueError(
-                f"partial_rollout_max_continuations must be >= 0 or unset, got {continuations!r}; unset it to let "
-                "max_completion_length alone bound a trajectory."
-            )
-        ngram = self.partial_rollout_repetition_ngram_size
-        if ngram is not None and ngram < 1:
-            raise ValueError(
-                f"partial_rollout_repetition_ngram_size must be >= 1 or unset (no repeat detection), got {ngram}."
-            )
-        if self.partial_rollout_repetition_max_repeats < 2:
-            raise ValueError(
-                "partial_rollout_repetition_max_repeats must be >= 2 (an n-gram seen once is no repetition), got "
-                f"{self.partial_rollout_repetition_max_repeats}."
             )
         penalty = self.partial_rollout_repetition_penalty
         if not math.isfinite(penalty) or penalty > 0:
