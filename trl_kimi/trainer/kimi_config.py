@@ -12,8 +12,7 @@ from ..sampling import CURRICULUM_SCHEDULES, SAMPLING_STRATEGIES, _check_curricu
 # Optimizer steps per generated batch when the user sets none of `steps_per_generation`, `generation_batch_size` and
 # `num_iterations`: `steps_per_generation = DEFAULT_STEPS_PER_GENERATION_FACTOR × gradient_accumulation_steps`. The tau
 # term has zero gradient on a batch's first step (θ = θi), so with TRL's default (one step per batch) the method would
-# be REINFORCE with a mean baseline. 2 is the smallest number of steps per batch at which tau acts, and the setting
-# the side-by-side learning comparison with GRPOTrainer was measured with (2 optimizer steps per batch). Cost: each
+# be REINFORCE with a mean baseline. 2 is the smallest number of steps per batch at which tau acts. Cost: each
 # generated batch is twice as large and generated half as often, so the 2nd step trains on samples from a policy one
 # step older.
 DEFAULT_STEPS_PER_GENERATION_FACTOR = 2
