@@ -475,9 +475,29 @@ def generate_until_ready(
     """
     # Each round brings every running trajectory `token_budget` tokens closer to max_length, so this many suffice.
     limit = max_rounds if max_rounds is not None else -(-buffer.max_length // buffer.token_budget) + 1
-    rounds: list[RoundStats] = []
+    collective = any_process_needs_more is not None
+
+    def next_round(missing: int, done: int) -> RoundStats:
+        stats = buffer.generate_round(generate, call_when_empty=collective)
+        stats.over_budget = done > 0  # the running trajectories' second round in this iteration, or later
+        return stats
+
+    return _rounds_until_ready(buffer, num_groups, next_round, limit, any_process_needs_more)
+
+
+def _rounds_until_ready(
+    buffer: PartialRolloutBuffer,
+    num_groups: int,
+    next_round: Callable[[int, int], RoundStats],
+    limit: int,
+    any_process_needs_more: Callable[[bool], bool] | None,
+    rounds: list[RoundStats] | None = None,
+) -> list[RoundStats]:
+    """`next_round(missing groups, rounds so far)` until `num_groups` groups are complete on every process."""
+    rounds = list(rounds or [])
     while True:
-        need = buffer.num_ready_groups() < num_groups
+        missing = num_groups - buffer.num_ready_groups()
+        need = missing > 0
         if any_process_needs_more is not None:
             need = any_process_needs_more(need)
         if not need:
@@ -488,9 +508,7 @@ def generate_until_ready(
                 f"({buffer.num_ready_groups()} ready, {len(buffer.running())} running): the generator is not "
                 "making progress."
             )
-        stats = buffer.generate_round(generate, call_when_empty=any_process_needs_more is not None)
-        stats.over_budget = bool(rounds)  # the running trajectories' second round in this iteration, or later
-        rounds.append(stats)
+        rounds.append(next_round(missing, len(rounds)))
 
 
 def generate_iteration(
@@ -543,35 +561,27 @@ def generate_iteration(
     """
     collective = any_process_needs_more is not None
     limit = max_rounds if max_rounds is not None else 4 * (-(-buffer.max_length // buffer.token_budget) + 1)
-    rounds = [buffer.generate_round(generate, call_when_empty=collective)]
+    first = buffer.generate_round(generate, call_when_empty=collective)
     started = [t for t in buffer.trajectories if t.num_continuations == 0 and t.segments[0][0] == buffer.iteration]
     new_groups = max(len(started) // buffer.num_generations, 1)
-    while True:
-        missing = num_groups - buffer.num_ready_groups()
-        need = missing > 0
-        if collective:
-            need = any_process_needs_more(need)
-        if not need:
-            return rounds
-        if len(rounds) >= limit:
-            raise RuntimeError(
-                f"{len(rounds)} generation rounds did not complete {num_groups} groups "
-                f"({buffer.num_ready_groups()} ready, {len(buffer.running())} running): the generator is not "
-                "making progress."
-            )
+
+    def next_round(missing: int, done: int) -> RoundStats:
+        nonlocal new_groups
         held = len(buffer) // buffer.num_generations
         room = 4 * missing if max_groups is None else min(4 * missing, max_groups - held)
-        if missing <= 0:
+        if missing <= 0:  # this process has enough; another does not (a collective call)
             batch, over_budget = [], False
         elif room > 0:
             running = {t.group_id for t in started if t.status == "running"}
             rate = (len({t.group_id for t in started}) - len(running)) / new_groups
             batch = add_groups(min(room, math.ceil(missing / max(rate, 0.25))))
-            started += batch
+            started.extend(batch)
             new_groups += len(batch) // buffer.num_generations
             over_budget = False
         else:
             batch, over_budget = buffer.running(), True
         stats = buffer.generate_round(generate, trajectories=batch, call_when_empty=collective)
         stats.over_budget = over_budget
-        rounds.append(stats)
+        return stats
+
+    return _rounds_until_ready(buffer, num_groups, next_round, limit, any_process_needs_more, rounds=[first])

@@ -454,6 +454,9 @@ class KimiConfig(GRPOConfig):
             _check_curriculum_steps(self.curriculum_schedule, self.curriculum_steps)
         # The sampler resumes exactly only from a checkpoint between two generated batches: TRL regenerates a
         # half-used batch on resume (with the new weights), which would feed its success back twice.
+        self._check_checkpoints_between_batches(f"sampling_strategy={self.sampling_strategy!r}")
+
+    def _check_checkpoints_between_batches(self, feature: str) -> None:
         batch_micro_steps = self.steps_per_generation * self.num_iterations
         if (
             self.save_strategy == "steps"
@@ -461,10 +464,9 @@ class KimiConfig(GRPOConfig):
             and (int(self.save_steps) * self.gradient_accumulation_steps) % batch_micro_steps
         ):
             raise ValueError(
-                f"With sampling_strategy={self.sampling_strategy!r}, checkpoints must fall between generated batches: "
-                f"save_steps ({self.save_steps}) x gradient_accumulation_steps ({self.gradient_accumulation_steps}) "
-                f"must be a multiple of steps_per_generation x num_iterations ({batch_micro_steps}). Pick save_steps "
-                "accordingly."
+                f"With {feature}, checkpoints must fall between generated batches: save_steps ({self.save_steps}) x "
+                f"gradient_accumulation_steps ({self.gradient_accumulation_steps}) must be a multiple of "
+                f"steps_per_generation x num_iterations ({batch_micro_steps}). Pick save_steps accordingly."
             )
 
     def _check_partial_rollouts(self) -> None:
@@ -540,14 +542,4 @@ class KimiConfig(GRPOConfig):
                 f"{per_process} must be a multiple of num_generations ({self.num_generations})."
             )
         # TRL regenerates a half-used batch on resume: the buffer saved in the middle of one would be replayed twice.
-        batch_micro_steps = self.steps_per_generation * self.num_iterations
-        if (
-            self.save_strategy == "steps"
-            and self.save_steps >= 1
-            and (int(self.save_steps) * self.gradient_accumulation_steps) % batch_micro_steps
-        ):
-            raise ValueError(
-                f"With partial rollouts, checkpoints must fall between generated batches: save_steps "
-                f"({self.save_steps}) x gradient_accumulation_steps ({self.gradient_accumulation_steps}) must be a "
-                f"multiple of steps_per_generation x num_iterations ({batch_micro_steps}). Pick save_steps accordingly."
-            )
+        self._check_checkpoints_between_batches("partial rollouts")
