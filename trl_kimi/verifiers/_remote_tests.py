@@ -31,6 +31,13 @@ from typing import Any
 MAX_RESPONSE_BYTES = 1 << 22
 # Nesting depth of a decoded value; deeper fails the run rather than hitting the recursion limit mid-test.
 _MAX_DEPTH = 200
+# Bits of a decoded integer: arithmetic the tests do on a result (`candidate(n) ** 2`) runs in C, holding the GIL, and
+# the deadline cannot interrupt it; 2**17 bits (~39,000 digits) is far beyond any test's expected value.
+_MAX_INT_BITS = 1 << 17
+# Distinct values with one hash a response may hold. Integers, floats and tuples have predictable hashes, so a program
+# can answer with values that all hash alike; a set or dict of them costs quadratic time in C (the GIL held, the
+# deadline powerless). Honest data almost never has two distinct values with one hash; 8 is generous.
+_MAX_SAME_HASH = 8
 _SMALL_INT = 1 << 53
 _FACTORIES = {"int": int, "float": float, "str": str, "list": list, "tuple": tuple, "set": set, "dict": dict}
 
@@ -142,11 +149,22 @@ class Channel:
         if response != ["ready"]:
             raise self.fail(Violation(f"a malformed start-up line {str(response)[:100]!r}"))
 
-    def decode(self, data: Any, depth: int = 0) -> Any:
-        """Strictly decodes a value written by the sandbox: plain built-in values and handles, nothing else."""
+    def decode(self, data: Any) -> Any:
+        """Strictly decodes a value written by the sandbox: plain built-in values and handles, nothing else. The cost
+        is linear in the response's size (times its nesting depth for tuples): integers are size-capped, and values
+        whose hashes collide are refused before any set or dict is built from them (see `_HashGuard`)."""
+        return self._decode(data, 0, _HashGuard(self))
+
+    def _decode(self, data: Any, depth: int, guard: "_HashGuard") -> Any:
         kind = type(data)
-        if kind is str or kind is float or kind is bool or kind is int or data is None:
+        if kind is str or kind is bool or data is None:
             return data
+        if kind is float:
+            return guard.check(data)
+        if kind is int:
+            if data.bit_length() > _MAX_INT_BITS:
+                raise self.fail(Violation(f"an integer over {_MAX_INT_BITS} bits"))
+            return guard.check(data)
         if kind is not list or not data or depth > _MAX_DEPTH:
             raise self.fail(Violation(f"a value that is not plain data: {str(data)[:100]!r}"))
         tag, items = data[0], data[1:]
@@ -154,28 +172,30 @@ class Channel:
             if tag == "r" and len(items) == 1 and type(items[0]) is int:
                 return RemoteObject(self, ["r", items[0]])
             if tag == "i" and len(items) == 1 and type(items[0]) is str:
-                return int(items[0], 16)
+                if len(items[0]) > _MAX_INT_BITS // 4 + 2:
+                    raise ValueError(f"an integer over {_MAX_INT_BITS} bits")
+                return guard.check(int(items[0], 16))
             if tag in ("b", "B") and len(items) == 1 and type(items[0]) is str:
                 return (bytes if tag == "b" else bytearray).fromhex(items[0])
             if tag == "c" and len(items) == 2 and all(type(x) in (int, float) for x in items):
-                return complex(*items)
+                return guard.check(complex(*items))
             if tag == "D":
                 if items[:1] and items[0] is not None and items[0] not in _FACTORIES:
                     raise ValueError(f"default factory {items[0]!r}")
                 factory = _FACTORIES.get(items[0]) if items[:1] else None
-                values = [self.decode(item, depth + 1) for item in items[1:]]
+                values = [self._decode(item, depth + 1, guard) for item in items[1:]]
                 return collections.defaultdict(factory, _pairs(values))
             if tag == "q" and items and (items[0] is None or type(items[0]) is int):
-                return collections.deque([self.decode(item, depth + 1) for item in items[1:]], items[0])
-            values = [self.decode(item, depth + 1) for item in items]
+                return collections.deque([self._decode(item, depth + 1, guard) for item in items[1:]], items[0])
+            values = [self._decode(item, depth + 1, guard) for item in items]
             if tag == "l":
                 return values
             if tag == "t":
-                return tuple(values)
+                return guard.check(tuple(values))
             if tag == "s":
                 return set(values)
             if tag == "f":
-                return frozenset(values)
+                return guard.check(frozenset(values))
             if tag == "d":
                 return dict(_pairs(values))
             if tag == "C":
@@ -185,6 +205,34 @@ class Channel:
         except (TypeError, ValueError, OverflowError) as error:  # unhashable keys, odd pair counts, bad hex
             raise self.fail(Violation(f"a malformed {tag!r} value: {error}")) from None
         raise self.fail(Violation(f"an unknown value tag {str(tag)[:20]!r}"))
+
+
+class _HashGuard:
+    """Counts the distinct values per hash among the integers, floats, complex numbers, tuples and frozensets of one
+    response (strings and bytes have randomised hashes); more than `_MAX_SAME_HASH` fails the run. Each value is
+    compared with at most `_MAX_SAME_HASH` others, so the check is linear too."""
+
+    def __init__(self, channel: Channel):
+        self.channel = channel
+        self.seen: dict[int, list] = {}
+
+    def check(self, value: Any) -> Any:
+        try:
+            key = hash(value)
+        except TypeError:  # a tuple holding a list: unhashable, so it never enters a set or dict
+            return value
+        same = self.seen.setdefault(key, [])
+        if len(same) < _MAX_SAME_HASH:
+            if not any(other is value or _same(other, value) for other in same):
+                same.append(value)
+        elif not any(other is value or _same(other, value) for other in same):
+            raise self.channel.fail(Violation(f"more than {_MAX_SAME_HASH} distinct values with one hash"))
+        return value
+
+
+def _same(a: Any, b: Any) -> bool:
+    """`a == b` for decoded values, where `nan` (unequal to itself) is one value."""
+    return type(a) is type(b) and (a == b or (a != a and b != b))
 
 
 def _pairs(values: list) -> list:

@@ -41,18 +41,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._completion import completion_text
-from ._math_answers import (
-    _THINK_CLOSE,
-    _THINK_OPEN,
-    TAIL_CHARS,
-    _decide_in_parent,
-    _looks_like_interval,
-    _normalise,
-    _Normalised,
-    as_tuple_if_bare_list,
-    extract_answer,
-    normalise_answer,
-)
+from ._math_answers import _THINK_CLOSE, _THINK_OPEN, TAIL_CHARS, extract_answer, normalise_answer
 from ._math_worker import _WorkerPool
 
 
@@ -61,7 +50,6 @@ __all__ = ["TAIL_CHARS", "MathVerifier", "extract_answer", "math_reward", "norma
 logger = logging.getLogger(__name__)
 
 _RESULT_CACHE_SIZE = 65536  # worker results kept by the parent; a few MB of short strings
-_GOLD_CACHE_SIZE = 65536  # normalised gold answers kept by the parent
 
 
 # Fractions of a batch logged through TRL's `log_metric`, by the reason prefixes of `MathVerifier.verify_batch`.
@@ -122,8 +110,7 @@ class MathVerifier:
         self.__name__ = "math_reward"
         self._pool: _WorkerPool | None = None
         self._atexit: Callable[[], None] | None = None
-        self._cache: dict[tuple[str, str, bool], float] = {}  # (gold, prediction, intervals) -> worker's reward
-        self._gold_cache: dict[str, _Normalised] = {}  # gold solution -> its normalised answer
+        self._cache: dict[tuple[str, str], tuple[float, str]] = {}  # (solution, completion tail) -> (reward, reason)
 
     def __call__(self, completions: list, solution: list[str] | None = None, **kwargs) -> list[float]:
         if solution is None:
@@ -161,73 +148,53 @@ class MathVerifier:
         """
         rewards, reasons = [0.0] * len(completions), [""] * len(completions)
         # Items for the workers, deduplicated: in GRPO the generations of a prompt often give the same answer.
-        pending: dict[tuple[str, str, bool], list[int]] = {}
+        pending: dict[tuple[str, str], list[int]] = {}
         for i, (completion, gold_solution) in enumerate(zip(completions, solutions)):
             if not isinstance(gold_solution, str):
                 raise ValueError(
                     f"solution[{i}] must be a string (the gold answer), got {type(gold_solution).__name__}: "
                     f"{gold_solution!r}; fix the dataset row."
                 )
-            try:
-                outcome = self._prepare(completion, gold_solution, i)
-            except Exception as error:  # noqa: BLE001 - one bad item scores 0 (logged), the batch goes on
-                outcome = f"error: {type(error).__name__}: {error}"[:300]
-            if isinstance(outcome, tuple) and isinstance(outcome[0], bool):
-                rewards[i], reasons[i] = float(outcome[0]), outcome[1]
-            elif isinstance(outcome, tuple):
-                if outcome in self._cache:
-                    rewards[i], reasons[i] = self._cache[outcome], "cached"
-                else:
-                    pending.setdefault(outcome, []).append(i)
-            else:
+            outcome = self._prepare(completion, gold_solution)
+            if isinstance(outcome, str):
                 reasons[i] = outcome
-            if reasons[i].startswith(("no_answer: completion is", "error")):
-                logger.warning("%s: item %d scored 0: %s", self.__name__, i, reasons[i])
+                if outcome.startswith("no_answer: completion is"):
+                    logger.warning("%s: item %d scored 0: %s", self.__name__, i, outcome)
+            elif outcome in self._cache:
+                rewards[i], reasons[i] = self._cache[outcome][0], "cached"
+            else:
+                pending.setdefault(outcome, []).append(i)
         if pending:
-            requests = [{"gold": gold, "pred": pred, "intervals": intervals} for gold, pred, intervals in pending]
+            requests = [{"gold": gold, "text": text} for gold, text in pending]
             for (key, items), reply in zip(pending.items(), self._get_pool().run(requests)):
-                reward, reason = (1.0 if reply["ok"] is True else 0.0), reply["reason"] or "math_verify"
-                if (
-                    reason == "math_verify"
-                ):  # only definite answers are cached; a timeout may pass on a quieter machine
+                reward, reason = (1.0 if reply["ok"] is True else 0.0), reply["reason"]
+                # Only definite answers are cached: a timeout may pass on a quieter machine.
+                if not reason.startswith(("timeout", "error", "worker_crashed")):
                     if len(self._cache) >= _RESULT_CACHE_SIZE:
                         self._cache.clear()
-                    self._cache[key] = reward
+                    self._cache[key] = (reward, reason)
                 for i in items:
                     rewards[i], reasons[i] = reward, reason
                     if reason.startswith(("timeout", "error", "worker_crashed")):
                         logger.warning("%s: item %d scored 0: %s", self.__name__, i, reason)
         return rewards, reasons
 
-    def _prepare(
-        self, completion: Any, gold_solution: str, index: int
-    ) -> tuple[bool, str] | tuple[str, str, bool] | str:
-        """One item in the parent: `(correct, reason)` when decided here, a worker request key `(gold, pred,
-        intervals)`, or the reason it scores 0."""
-        gold = self._gold_cache.get(gold_solution)
-        if gold is None:
-            gold_answer = extract_answer(gold_solution, require_anchor=False)
-            if gold_answer is None:
-                return f"error: no gold answer in solution[{index}] {gold_solution[:80]!r}"
-            # A gold answer is verified once per generation of its prompt: extracted and normalised once.
-            if len(self._gold_cache) >= _GOLD_CACHE_SIZE:
-                self._gold_cache.clear()
-            gold = self._gold_cache[gold_solution] = _normalise(gold_answer)
+    @staticmethod
+    def _prepare(completion: Any, gold_solution: str) -> tuple[str, str] | str:
+        """The worker request key `(solution, text)` of one item, or the reason it scores 0. Only `str` methods of
+        linear cost touch the model's text here: everything else runs in a worker, under the item's deadline."""
         text = completion_text(completion)
         if text is None:
             return f"no_answer: completion is {'None' if completion is None else type(completion).__name__}"
         if not text.strip():
             return "no_answer: empty completion"
-        pred_answer = extract_answer(text)
-        if pred_answer is None:
-            think_open = _THINK_OPEN in text and text.rfind(_THINK_CLOSE) < text.rfind(_THINK_OPEN)
-            return "no_answer: " + ("unfinished <think> block" if think_open else "no (complete) answer")
-        pred = _normalise(pred_answer)
-        decision = _decide_in_parent(gold, pred)
-        if decision is not None:
-            return decision
-        gold_text, pred_text = as_tuple_if_bare_list(gold.text, pred.text)
-        return gold_text, pred_text, _looks_like_interval(gold.text) or _looks_like_interval(pred.text)
+        if _THINK_OPEN in text or _THINK_CLOSE in text:
+            open_at, close_at = text.rfind(_THINK_OPEN), text.rfind(_THINK_CLOSE)
+            if close_at < open_at:
+                return "no_answer: unfinished <think> block"
+            text = text[close_at + len(_THINK_CLOSE) :]
+        # The answer is at the end: the worker reads the last TAIL_CHARS characters only.
+        return gold_solution, text[-TAIL_CHARS:]
 
     def _get_pool(self) -> _WorkerPool:
         if self._pool is None:
