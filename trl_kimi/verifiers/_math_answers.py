@@ -56,14 +56,94 @@ _THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
 # A chat template's next turn (`<|im_start|>user ...`) or end tokens are not part of the answer, nor is the Minerva
 # few-shot sign-off.
 _END_JUNK_RE = re.compile(r"<\|im_start\|>.*\Z|<\|im_end\|>|<\|endoftext\|>|<\|eot_id\|>|</s>", re.DOTALL)
-_SIGN_OFF_RE = re.compile(r"\s*I hope it is correct\.?\s*\Z", re.IGNORECASE)
+_SIGN_OFF = "i hope it is correct"
+
+
+def _without_sign_off(text: str) -> str:
+    """The text without a final "I hope it is correct." (string methods: no regex search over a run of spaces)."""
+    stripped = text.rstrip()
+    body = stripped[:-1] if stripped.endswith(".") else stripped
+    return body[: -len(_SIGN_OFF)].rstrip() if body[-len(_SIGN_OFF) :].lower() == _SIGN_OFF else text
+
+
 # What may stand between the boxes of one final answer (`\boxed{1}, \boxed{2}`, `\boxed{1} \quad\text{and}\quad
 # \boxed{2}`): the boxes are then one answer with several parts, like a list.
 _BOX_SEPARATOR_RE = re.compile(
     r"(?:\s|\$|\\[()\[\]]|[,;&.]|\\\\|\\[,;:!]|\\q?quad|\\text\s*\{\s*(?:and|or|,)?\s*\}|\band\b|\bor\b)*"
 )
-# Math spans of a sentence: `$$..$$`, `$..$`, `\(..\)`, `\[..\]` (inline ones never cross a line).
-_MATH_SPAN_RE = re.compile(r"\$\$(.+?)\$\$|\$([^$\n]+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class _Span:
+    """A math span `$$..$$`, `$..$`, `\\(..\\)` or `\\[..\\]` of a text: where it is, its content, display or inline."""
+
+    start: int
+    end: int
+    content: str
+    display: bool
+
+
+class _NextIndex:
+    """`text.find(needle, position)` for positions that only grow: each call reuses the last answer while it is still
+    ahead, so all calls together scan the text once."""
+
+    def __init__(self, text: str, needle: str):
+        self.text, self.needle, self.found = text, needle, -2
+
+    def __call__(self, position: int) -> int:
+        if self.found == -1 or self.found >= position:
+            return self.found
+        self.found = self.text.find(self.needle, position)
+        return self.found
+
+
+def _math_spans(text: str) -> list[_Span]:
+    """The math spans of `text`, left to right, as the regular expression `\\$\\$(.+?)\\$\\$|\\$([^$\\n]+?)\\$|
+    \\\\\\((.+?)\\\\\\)|\\\\\\[(.+?)\\\\\\]` finds them (inline `$..$` never crosses a line), in one linear pass: an unclosed
+    opener costs one search, not one per position after it."""
+    spans: list[_Span] = []
+    next_dollar, next_backslash = _NextIndex(text, "$"), _NextIndex(text, "\\")
+    closes = {"$$": _NextIndex(text, "$$"), "\\)": _NextIndex(text, "\\)"), "\\]": _NextIndex(text, "\\]")}
+    next_newline = _NextIndex(text, "\n")
+    position = 0
+    while True:
+        candidates = [i for i in (next_dollar(position), next_backslash(position)) if i != -1]
+        if not candidates:
+            return spans
+        start = min(candidates)
+        span = None
+        if text.startswith("$$", start):
+            end = closes["$$"](start + 3)
+            if end != -1:
+                span = _Span(start, end + 2, text[start + 2 : end], True)
+        if span is None and text.startswith("$", start) and start + 1 < len(text) and text[start + 1] not in "$\n":
+            end = next_dollar(start + 1)
+            newline = next_newline(start + 1)
+            if end != -1 and (newline == -1 or newline > end):
+                span = _Span(start, end + 1, text[start + 1 : end], False)
+        for opener, close, display in (("\\(", "\\)", False), ("\\[", "\\]", True)):
+            if span is None and text.startswith(opener, start):
+                end = closes[close](start + 3)
+                if end != -1:
+                    span = _Span(start, end + 2, text[start + 2 : end], display)
+        if span is None:
+            position = start + 1
+        else:
+            spans.append(span)
+            position = span.end
+
+
+def _outside_spans(text: str, spans: list[_Span], fill: str | None = None) -> str:
+    """`text` with each span replaced by `fill`, or masked with "D" (display) / "M" (inline) characters when `None`."""
+    parts, position = [], 0
+    for span in spans:
+        parts.append(text[position : span.start])
+        parts.append(fill if fill is not None else ("D" if span.display else "M") * (span.end - span.start))
+        position = span.end
+    parts.append(text[position:])
+    return "".join(parts)
+
+
 # Words before a number that make it something else than the answer ("not 5", "less than 5", "about 5"), or make it
 # one of several ("5 or 6", "5 and 6", "5, 6").
 _HEDGE_BEFORE_RE = re.compile(
@@ -174,9 +254,7 @@ def _sentences(text: str) -> list[str]:
     """Split at `. `, `! `, `? `, line breaks and after display equations, outside math spans."""
     # Inline spans are masked with "M", display spans with "D": a display equation followed by a capital letter ends
     # its sentence even without a period ("... $$x = 2.$$ Therefore ...").
-    masked = _MATH_SPAN_RE.sub(
-        lambda m: ("D" if m.group(1) is not None or m.group(4) is not None else "M") * len(m.group(0)), text
-    )
+    masked = _outside_spans(text, _math_spans(text))
     cuts = [m.end() for m in re.finditer(r"[.!?](?:\s+|\Z)|\n|(?<=D)\s+(?=[A-Z])", masked)]
     sentences, start = [], 0
     for cut in cuts:
@@ -203,16 +281,16 @@ def _answer_in_sentence(sentence: str) -> str | None:
         return None
     suffix, _ = _search_end(_ANSWER_SUFFIX_RE, sentence)
     sentence = (sentence[: suffix.start()] if suffix else sentence).rstrip(" .!;:")
-    spans = list(_MATH_SPAN_RE.finditer(sentence))
+    spans = _math_spans(sentence)
     # Prose is what remains outside math; a sentence with no prose is all answer (`$x = 3$`, `18 dollars`).
-    if spans and spans[-1].end() >= len(sentence) - 40:
+    if spans and spans[-1].end >= len(sentence) - 40:
         last = spans[-1]
-        after = sentence[last.end() :].strip()
+        after = sentence[last.end :].strip()
         if not after or re.fullmatch(r"(?:%|[A-Za-z]+\.?)(?:\s+[A-Za-z]+\.?){0,2}", after):
-            before = sentence[: last.start()]
+            before = sentence[: last.start]
             if _search_end(_HEDGE_BEFORE_RE, before)[0]:
                 return None
-            content = next(group for group in last.groups() if group is not None)
+            content = last.content
             return (content + " " + after).strip()
     if not spans and not _PROSE_RE.search(sentence):
         return sentence  # no words at all: the whole sentence is an expression (`\\frac{10}{9}`, `x^2+1`)
@@ -236,11 +314,11 @@ def _answer_in_sentence(sentence: str) -> str | None:
 
 def _joined_spans(text: str) -> str | None:
     """`$1$ and $2$ and $3$` -> `1, 2, 3`: a gold answer written as several math spans joined by "and" or commas."""
-    spans = list(_MATH_SPAN_RE.finditer(text))
-    outside = _MATH_SPAN_RE.sub(" ", text)
+    spans = _math_spans(text)
+    outside = _outside_spans(text, spans, " ")
     if len(spans) < 2 or not re.fullmatch(r"(?:\s|,|;|\band\b|\.)*", outside):
         return None
-    return ", ".join(next(g for g in m.groups() if g is not None).strip() for m in spans)
+    return ", ".join(span.content.strip() for span in spans)
 
 
 _RESULT_VERB_RE = re.compile(r"(?:\bis|\bare|\bequals?|=|:|\bget|\bgives?|\bhas|\bhave)\W*+\Z")
@@ -299,7 +377,7 @@ def extract_answer(text: str, require_anchor: bool = True) -> str | None:
             return None
         # Chat templates often put <think> in the prompt, so a lone </think> also ends the thinking block.
         text = text[close_at + len(_THINK_CLOSE) :]
-    text = _SIGN_OFF_RE.sub("", _END_JUNK_RE.sub("", text[-TAIL_CHARS:]))
+    text = _without_sign_off(_END_JUNK_RE.sub("", text[-TAIL_CHARS:]))
     found, answer = _last_boxed(text, gold=not require_anchor)
     anchors = list(_ANCHOR_RE.finditer(text))
     if (
@@ -344,7 +422,8 @@ _MAX_NUMBER_CHARS = 100
 
 def _strip_layout(answer: str) -> str:
     """`\\left(`, `\\!`, `\\displaystyle`, `\\dfrac`: layout commands that never change the value."""
-    answer = re.sub(r"\\(?:left|right|big|Big|bigg|Bigg)(?=[()\[\]|.]|\\[{}])", "", answer)
+    # (`\\\\left(`: the same command with an escaped backslash, in JSON-escaped text)
+    answer = re.sub(r"\\\\?(?:left|right|big|Big|bigg|Bigg)(?=[()\[\]|.]|\\[{}])", "", answer)
     answer = answer.replace("\\displaystyle", "").replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     answer = answer.replace("\\cfrac", "\\frac")
     # `11,\! 111,\! 100` and `10{,}000` are thousands separators: the space after them goes too.

@@ -73,7 +73,7 @@ NEUTRAL_COMMANDS = frozenset(
     displaystyle textstyle quad qquad circ degree
     """.split()
 ) | {",", "!", ";", ":", " "}
-NEUTRAL_SYMBOLS = frozenset("+-*/^().,;") | {"\\{", "\\}", "\\(", "\\)", "\\[", "\\]"}  # `\(`: math delimiters
+NEUTRAL_SYMBOLS = frozenset("+-*/^().,;") | {"\\{", "\\}"}
 # Functions: against a gold that applies one (`\tan^2(y)+1`), another is an identity away (`\sec^2(y)`).
 FUNCTION_COMMANDS = frozenset("sin cos tan sec csc cot arcsin arccos arctan sinh cosh tanh log ln exp lg".split())
 # Matrix environments are one notation; `vmatrix` (a determinant) is not among them.
@@ -407,7 +407,14 @@ def strip_trailing_units(answer: str) -> str:
         if start == 0:
             break
         last = tokens[start - 1]
-        if last.kind in ("word", "letter") and not last.in_text and last.text.casefold() in UNIT_WORDS:
+        # A bare single letter is a variable (`3m^2`), not a unit: `m` is a unit inside a text macro, or with a
+        # Unicode power (`m²`, which is text, not LaTeX).
+        unicode_power = start < end and tokens[start].text in ("²", "³")
+        if (
+            (last.kind == "word" or (last.kind == "letter" and unicode_power))
+            and not last.in_text
+            and last.text.casefold() in UNIT_WORDS
+        ):
             end = cut = start - 1
             units += 1
             continue

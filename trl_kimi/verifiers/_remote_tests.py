@@ -10,13 +10,23 @@ run even when the tests swallow the exception. So the comparisons (`==`, `math.i
 `sorted(..)`) run on data this process decoded itself, with builtins the program cannot reach, and the expected values
 never leave this process.
 
-Tests that cannot run this way (they pass a function or an object of their own to the program) raise
-`Unrewritable`; the verifier then falls back to the in-process harness and counts it.
+Arguments the tests pass to the program travel as data too, or by reference the other way: a function or lambda of
+the tests, or an iterator or generator, is kept here and called here when the program calls it (a callback), a
+`range` is rebuilt in the sandbox. Any other object (an instance of a class the tests define) cannot cross, and fails
+the run with `Unrewritable`: every row runs through this one harness.
+
+Helpers that the row's prompt defines (HumanEval's `encode_shift`, `poly`) and its tests call are the prompt's: they are
+defined here from the prompt, after the program ran, so a program that redefines them changes nothing.
+
+An exception the program raises reaches the tests as the built-in exception of that name (so `pytest.raises`-style
+tests work), except `StopIteration` and `StopAsyncIteration`, which would end a loop of the tests (`all(map(...))`)
+as if it had succeeded: they fail the run.
 """
 
 import ast
 import builtins
 import collections
+import collections.abc
 import importlib
 import json
 import os
@@ -38,6 +48,11 @@ _MAX_INT_BITS = 1 << 17
 # can answer with values that all hash alike; a set or dict of them costs quadratic time in C (the GIL held, the
 # deadline powerless). Honest data almost never has two distinct values with one hash; 8 is generous.
 _MAX_SAME_HASH = 8
+# Hashing a tuple hashes everything inside it again, so nested tuples cost their size times their depth. The values
+# hashed per response are capped at this many (a list of a million pairs is two million): beyond it the run fails.
+_MAX_HASH_WORK = 1 << 22
+# Integers below this hash to themselves (`hash(-1) == hash(-2)` aside): they cannot collide, and skip the check.
+_DISTINCT_HASH = (1 << 61) - 1
 _SMALL_INT = 1 << 53
 _FACTORIES = {"int": int, "float": float, "str": str, "list": list, "tuple": tuple, "set": set, "dict": dict}
 
@@ -84,6 +99,11 @@ class Channel:
         self._selector = selectors.DefaultSelector()
         self._selector.register(response_fd, selectors.EVENT_READ)
         self._selector.register(output_fd, selectors.EVENT_READ)
+        self.callbacks: list = []  # functions and iterators of the tests the program may call back
+
+    def register(self, target: Any) -> int:
+        self.callbacks.append(target)
+        return len(self.callbacks) - 1
 
     def close(self) -> None:
         self._selector.close()
@@ -128,18 +148,47 @@ class Channel:
         if self.failure is not None:
             raise self.failure
         self.calls += 1
+        self.send(message)
+        response = self.receive()
+        while response[0] == "callback" and len(response) == 4:
+            self.send(self.call_back(*response[1:]))
+            response = self.receive()
+        if response[0] == "raise" and len(response) == 3:
+            if response[1] in ("StopIteration", "StopAsyncIteration"):
+                # Raised into a loop of the tests (`all(map(candidate, cases))`) it would end the loop as a success.
+                raise self.fail(Violation(f"the program raised {response[1]}"))
+            raise _program_exception(*response[1:])
+        if response[0] != "ok" or len(response) != 3 or not isinstance(response[2], dict):
+            raise self.fail(Violation(f"a malformed response {str(response)[:100]!r}"))
+        return self.decode(response[1]), response[2]
+
+    def send(self, message: list) -> None:
         data = (json.dumps(message) + "\n").encode()
         try:
             while data:
                 data = data[os.write(self.request_fd, data) :]
         except (BrokenPipeError, OSError):
             raise self.fail(SandboxGone("the program closed its end")) from None
-        response = self.receive()
-        if response[0] == "raise" and len(response) == 3:
-            raise _program_exception(*response[1:])
-        if response[0] != "ok" or len(response) != 3 or not isinstance(response[2], dict):
-            raise self.fail(Violation(f"a malformed response {str(response)[:100]!r}"))
-        return self.decode(response[1]), response[2]
+
+    def call_back(self, ident: Any, args: Any, kwargs: Any) -> list:
+        """Runs a function (or `next()` of an iterator) of the tests that the program called; returns the answer."""
+        if type(ident) is not int or not 0 <= ident < len(self.callbacks) or type(args) is not list:
+            raise self.fail(Violation("a malformed callback"))
+        if type(kwargs) is not dict:
+            raise self.fail(Violation("a malformed callback"))
+        target = self.callbacks[ident]
+        arguments = [self.decode(item) for item in args]
+        keywords = {str(key): self.decode(item) for key, item in kwargs.items()}
+        try:
+            if isinstance(target, collections.abc.Iterator):
+                result = next(target)
+            else:
+                result = target(*arguments, **keywords)
+        except StopIteration:
+            return ["stop"]
+        except Exception as error:  # the tests' function raised: the program sees it as that exception
+            return ["raise", type(error).__name__, str(error)[:1000]]
+        return ["return", encode(result, self)]
 
     def wait_ready(self) -> None:
         """Waits until the program ran to its end; re-raises what it raised at top level."""
@@ -156,12 +205,15 @@ class Channel:
         return self._decode(data, 0, _HashGuard(self))
 
     def _decode(self, data: Any, depth: int, guard: "_HashGuard") -> Any:
+        guard.decoded += 1
         kind = type(data)
         if kind is str or kind is bool or data is None:
             return data
         if kind is float:
             return guard.check(data)
         if kind is int:
+            if -_DISTINCT_HASH < data < _DISTINCT_HASH:
+                return data
             if data.bit_length() > _MAX_INT_BITS:
                 raise self.fail(Violation(f"an integer over {_MAX_INT_BITS} bits"))
             return guard.check(data)
@@ -187,15 +239,16 @@ class Channel:
                 return collections.defaultdict(factory, _pairs(values))
             if tag == "q" and items and (items[0] is None or type(items[0]) is int):
                 return collections.deque([self._decode(item, depth + 1, guard) for item in items[1:]], items[0])
+            before = guard.decoded
             values = [self._decode(item, depth + 1, guard) for item in items]
             if tag == "l":
                 return values
             if tag == "t":
-                return guard.check(tuple(values))
+                return guard.check(tuple(values), guard.decoded - before)
             if tag == "s":
                 return set(values)
             if tag == "f":
-                return guard.check(frozenset(values))
+                return guard.check(frozenset(values), guard.decoded - before)
             if tag == "d":
                 return dict(_pairs(values))
             if tag == "C":
@@ -215,8 +268,13 @@ class _HashGuard:
     def __init__(self, channel: Channel):
         self.channel = channel
         self.seen: dict[int, list] = {}
+        self.decoded = 0  # values decoded so far in this response
+        self.work = 0  # values hashed so far, nested ones counted at every level
 
-    def check(self, value: Any) -> Any:
+    def check(self, value: Any, size: int = 1) -> Any:
+        self.work += size
+        if self.work > _MAX_HASH_WORK:
+            raise self.channel.fail(Violation("a response whose tuples are nested too deeply to hash in bounded time"))
         try:
             key = hash(value)
         except TypeError:  # a tuple holding a list: unhashable, so it never enters a set or dict
@@ -252,8 +310,9 @@ def _program_exception(name: Any, message: Any) -> Exception:
         return RemoteError(f"{name}: {message}")
 
 
-def encode(value: Any, depth: int = 0) -> Any:
-    """Encodes an argument the tests pass to the program; raises `Unrewritable` for anything but plain data."""
+def encode(value: Any, channel: Channel, depth: int = 0) -> Any:
+    """Encodes an argument the tests pass to the program: plain data as such, a `range` to rebuild, functions and
+    iterators by reference (callbacks); raises `Unrewritable` for anything else."""
     kind = type(value)
     if kind is str or kind is float or kind is bool or value is None:
         return value
@@ -265,24 +324,33 @@ def encode(value: Any, depth: int = 0) -> Any:
         raise Unrewritable("an argument nested too deeply")
     depth += 1
     if kind in (list, tuple, set, frozenset):
-        return [{list: "l", tuple: "t", set: "s", frozenset: "f"}[kind], *(encode(x, depth) for x in value)]
+        return [{list: "l", tuple: "t", set: "s", frozenset: "f"}[kind], *(encode(x, channel, depth) for x in value)]
     if kind is dict:
-        return ["d", *(encode(x, depth) for pair in value.items() for x in pair)]
+        return ["d", *(encode(x, channel, depth) for pair in value.items() for x in pair)]
     if kind is bytes or kind is bytearray:
         return ["b" if kind is bytes else "B", value.hex()]
     if kind is complex:
         return ["c", value.real, value.imag]
     if kind is collections.Counter or kind is collections.OrderedDict:
-        return ["C" if kind is collections.Counter else "O", *(encode(x, depth) for p in value.items() for x in p)]
+        return [
+            "C" if kind is collections.Counter else "O",
+            *(encode(x, channel, depth) for p in value.items() for x in p),
+        ]
     if kind is collections.defaultdict:
         name = {v: k for k, v in _FACTORIES.items()}.get(value.default_factory)
         if value.default_factory is not None and name is None:
             raise Unrewritable(f"a defaultdict with factory {value.default_factory!r}")
-        return ["D", name, *(encode(x, depth) for pair in value.items() for x in pair)]
+        return ["D", name, *(encode(x, channel, depth) for pair in value.items() for x in pair)]
     if kind is collections.deque:
-        return ["q", value.maxlen, *(encode(x, depth) for x in value)]
+        return ["q", value.maxlen, *(encode(x, channel, depth) for x in value)]
     if kind is type and getattr(builtins, value.__name__, None) is value:  # `remove_datatype(t, int)` (MBPP 476)
         return ["T", value.__name__]
+    if kind is range:
+        return ["range", *(encode(x, channel, depth) for x in (value.start, value.stop, value.step))]
+    if isinstance(value, collections.abc.Iterator):  # generators, `map`, `iter(...)`
+        return ["it", channel.register(value)]
+    if callable(value) and not isinstance(value, type):  # functions, lambdas, bound methods, `functools.partial`
+        return ["cb", channel.register(value)]
     raise Unrewritable(f"the tests pass a {kind.__qualname__} to the program")
 
 
@@ -305,7 +373,8 @@ class RemoteObject:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         channel = object.__getattribute__(self, "_channel")
-        encoded_args, encoded_kwargs = [encode(a) for a in args], {k: encode(v) for k, v in kwargs.items()}
+        encoded_args = [encode(a, channel) for a in args]
+        encoded_kwargs = {k: encode(v, channel) for k, v in kwargs.items()}
         result, changed = channel.request(
             ["call", object.__getattribute__(self, "_key"), encoded_args, encoded_kwargs]
         )
@@ -327,7 +396,7 @@ class RemoteObject:
 
     def __setattr__(self, name: str, value: Any) -> None:
         channel = object.__getattribute__(self, "_channel")
-        channel.request(["setattr", object.__getattribute__(self, "_key"), name, encode(value)])
+        channel.request(["setattr", object.__getattribute__(self, "_key"), name, encode(value, channel)])
 
     __eq__ = _refuse("compared")
     __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __eq__
@@ -405,9 +474,50 @@ def _quiet_print(*args: Any, **kwargs: Any) -> None:
     """`print` for the tests: they run in the trainer's process, whose output is not theirs to write to."""
 
 
-def run_tests(channel: Channel, setup: str, tests: str, entry_point: str | None) -> None:
+def prompt_code(prompt: Any) -> str | None:
+    """The Python code of a row's prompt, or `None`: the last fenced block of its text (the last user message of a
+    conversational prompt), else the whole text if it compiles (HumanEval's `prompt` column)."""
+    if isinstance(prompt, list):
+        texts = [m.get("content") for m in prompt if isinstance(m, dict) and m.get("role", "user") == "user"]
+        prompt = texts[-1] if texts else None
+        if isinstance(prompt, list):  # multimodal parts
+            prompt = "".join(part.get("text", "") for part in prompt if isinstance(part, dict))
+    if not isinstance(prompt, str) or not prompt.strip():
+        return None
+    if "```" in prompt:
+        blocks = prompt.split("```")[1::2]  # the text inside each pair of fences
+        code = None
+        for block in blocks:
+            first, _, rest = block.partition("\n")
+            if first.strip().lower() in ("", "python", "py", "python3"):
+                code = rest
+        prompt = code or ""
+    try:
+        ast.parse(prompt)
+    except (SyntaxError, ValueError):
+        return None
+    return prompt
+
+
+def _prompt_helpers(code: str, entry_point: str | None, tests_define: set[str]) -> set[str]:
+    """Top-level names the prompt defines (functions, classes, assignments, imports), but the entry point and the
+    names the tests define themselves."""
+    names = set()
+    for node in ast.parse(code).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names if a.name != "*"}
+    return names - {entry_point} - tests_define
+
+
+def run_tests(channel: Channel, setup: str, tests: str, entry_point: str | None, prompt: str | None = None) -> None:
     """
     Runs `setup` and `tests` (and `check(<entry_point>)` for HumanEval rows) here, the program's calls in the sandbox.
+    The helpers of `prompt` (the row's prompt code, see `prompt_code`) are defined here, after the program ran.
     Returns when every test passed; raises the tests' exception (or a control exception) otherwise.
     """
     setup_code = compile(setup, "<test_setup>", "exec", dont_inherit=True, optimize=0)
@@ -422,6 +532,20 @@ def run_tests(channel: Channel, setup: str, tests: str, entry_point: str | None)
         except ImportError:  # not importable here (`msvcrt` on Linux): left to the program, like any other name
             pass
     channel.wait_ready()
+    if prompt is not None:
+        tree = ast.parse(setup + "\n" + tests)
+        tests_define = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        helpers = _prompt_helpers(prompt, entry_point, tests_define)
+        if helpers:
+            # The prompt is the dataset's code, like the tests: it runs here. Its copy of the entry point is a stub,
+            # so inside the prompt's helpers that name is the program's function.
+            prompt_namespace = {"__builtins__": safe_builtins, "__name__": "__prompt__"}
+            exec(compile(prompt, "<prompt>", "exec", dont_inherit=True), prompt_namespace)
+            if entry_point is not None:
+                prompt_namespace[entry_point] = RemoteObject(channel, ["g", entry_point])
+            for name in helpers:
+                if name in prompt_namespace:
+                    namespace[name] = prompt_namespace[name]
     exec(setup_code, namespace)
     exec(test_code, namespace)
     if entry_point is not None:
