@@ -475,8 +475,10 @@ def _quiet_print(*args: Any, **kwargs: Any) -> None:
 
 
 def prompt_code(prompt: Any) -> str | None:
-    """The Python code of a row's prompt, or `None`: the last fenced block of its text (the last user message of a
-    conversational prompt), else the whole text if it compiles (HumanEval's `prompt` column)."""
+    """The definitions in a row's prompt, as code, or `None`: from the last fenced block of its text (the last user
+    message of a conversational prompt), else from the whole text if it parses (HumanEval's `prompt` column). Only
+    imports, `def`, `class` and assignments of literals are kept: statements that would run something (a call, a
+    loop) are not definitions of helpers."""
     if isinstance(prompt, list):
         texts = [m.get("content") for m in prompt if isinstance(m, dict) and m.get("role", "user") == "user"]
         prompt = texts[-1] if texts else None
@@ -493,10 +495,23 @@ def prompt_code(prompt: Any) -> str | None:
                 code = rest
         prompt = code or ""
     try:
-        ast.parse(prompt)
+        tree = ast.parse(prompt)
     except (SyntaxError, ValueError):
         return None
-    return prompt
+    tree.body = [node for node in tree.body if _is_definition(node)]
+    return ast.unparse(tree) if tree.body else None
+
+
+def _is_definition(node: ast.stmt) -> bool:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)):
+        return True
+    if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+        try:
+            ast.literal_eval(node.value)  # `FIX = """..."""` (HumanEval/64), constants
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            return False
+        return True
+    return False
 
 
 def _prompt_helpers(code: str, entry_point: str | None, tests_define: set[str]) -> set[str]:
@@ -540,7 +555,13 @@ def run_tests(channel: Channel, setup: str, tests: str, entry_point: str | None,
             # The prompt is the dataset's code, like the tests: it runs here. Its copy of the entry point is a stub,
             # so inside the prompt's helpers that name is the program's function.
             prompt_namespace = {"__builtins__": safe_builtins, "__name__": "__prompt__"}
-            exec(compile(prompt, "<prompt>", "exec", dont_inherit=True), prompt_namespace)
+            try:
+                exec(compile(prompt, "<prompt>", "exec", dont_inherit=True), prompt_namespace)
+            except Exception as error:
+                # Fail closed: without the prompt's helpers, the tests would call the program's.
+                raise Unrewritable(
+                    f"the prompt's definitions do not run in the verifier's process ({error!r})"
+                ) from None
             if entry_point is not None:
                 prompt_namespace[entry_point] = RemoteObject(channel, ["g", entry_point])
             for name in helpers:

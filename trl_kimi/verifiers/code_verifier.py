@@ -760,11 +760,12 @@ class CodeVerifier:
             outcomes = [next(results) if outcome is None else outcome for outcome in outcomes]
 
         for row, outcome in enumerate(outcomes):
-            if outcome.status == "bad_row" and outcome.reason.startswith("the tests pass"):
+            if outcome.status == "bad_row" and not outcome.reason.startswith("`"):  # found while running
                 self._warn_once(
-                    "arguments",
-                    f"{self.__name__}: row {row} scores 0: {outcome.reason}, which cannot be sent to the sandboxed "
-                    "program (plain data, functions, iterators and ranges can); rewrite that test to pass data.",
+                    outcome.reason.split(" ", 2)[1],
+                    f"{self.__name__}: row {row} scores 0: {outcome.reason}. Plain data, functions, iterators and "
+                    "ranges can be sent to the sandboxed program, and a prompt's definitions must run in this process "
+                    "(they replace the program's); fix that row.",
                 )
             if outcome.status in ("timeout", "output_limit", "sandbox_error"):
                 logger.debug("code_reward row %d scores 0: %s %s", row, outcome.status, outcome.reason)
