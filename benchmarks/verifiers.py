@@ -132,8 +132,8 @@ def bench_math(num_workers: int = 2) -> dict:
         f"{figures['both_correct']}; disagreements at {figures['disagreements']}"
     )
     print(
-        f"ours decided in parent (exact/fast path): {figures['ours_fast_path']}, "
-        f"by workers: {figures['ours_worker_items']}"
+        f"ours decided without sympy (exact/fast path): {figures['ours_fast_path']}, "
+        f"by math-verify: {figures['ours_worker_items']} (all in the workers)"
     )
 
     figures.update(bench_sympy_path(completions[:500], solutions[:500], num_workers))
@@ -213,7 +213,7 @@ def bench_sympy_path(completions: list[str], solutions: list[str], num_workers: 
         for name, subset in (("sympy", sympy), ("workers", workers)):
             half = len([pair for pair in subset if pair[1] in solutions[:250]])
             result = figures[f"{name}_k{k}"] = _timed_rounds(subset[:half], subset[half:], num_workers, rounds)
-            label = "sympy path" if name == "sympy" else "  of which worker items"
+            label = "sympy path" if name == "sympy" else "  of which math-verify items"
             print(
                 f"{label}, {len(pairs)} mismatched MATH-500 pairs ({k} per gold), {len(subset)} items, timed "
                 f"{result['items']} after {len(subset) - half} warm-up: naive {result['naive_items_per_s']:.1f} "

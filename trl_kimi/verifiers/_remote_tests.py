@@ -49,8 +49,9 @@ _MAX_INT_BITS = 1 << 17
 # deadline powerless). Honest data almost never has two distinct values with one hash; 8 is generous.
 _MAX_SAME_HASH = 8
 # Hashing a tuple hashes everything inside it again, so nested tuples cost their size times their depth. The values
-# hashed per response are capped at this many (a list of a million pairs is two million): beyond it the run fails.
-_MAX_HASH_WORK = 1 << 22
+# hashed per response are capped at this many, nested ones counted at every level (a response of the size cap holds
+# at most ~300,000 pairs, ~900,000): beyond it the run fails.
+_MAX_HASH_WORK = 1 << 21
 # Integers below this hash to themselves (`hash(-1) == hash(-2)` aside): they cannot collide, and skip the check.
 _DISTINCT_HASH = (1 << 61) - 1
 _SMALL_INT = 1 << 53
