@@ -98,10 +98,13 @@ def test_stop_iteration_from_the_program_fails(verifier):
     assert verifier(programs, test=[he_test] * 2, entry_point=["positive"] * 2) == [1.0, 0.0]
     mbpp = ["assert all(map(positive, [1, 2]))", "assert list(filter(positive, [1, -1])) == [1]"]
     assert verifier(programs, test_list=[mbpp] * 2) == [1.0, 0.0]
-    # Other exceptions reach the tests as themselves, so tests that expect one still pass.
-    expects = ["try:\n    positive(0)\n    raise AssertionError('no error')\nexcept ValueError:\n    pass"]
+    # Any exception escaping the program fails the run, even one the tests catch (none of HumanEval's or MBPP's tests
+    # expects one); the tests still see it raised as the built-in exception.
+    swallows = ["try:\n    positive(0)\nexcept Exception:\n    pass", "assert positive(1)"]
     raising = ["def positive(x):\n    if x <= 0:\n        raise ValueError(x)\n    return True\n", programs[0]]
-    assert verifier(raising, test_list=[expects] * 2) == [1.0, 0.0]
+    assert verifier(raising, test_list=[swallows] * 2) == [0.0, 1.0]
+    seen = ["try:\n    positive(0)\n    raise AssertionError('no error')\nexcept ValueError:\n    pass"]
+    assert verifier(raising[:1], test_list=[seen]) == [0.0]
 
 
 def test_responses_are_decoded_in_bounded_time():

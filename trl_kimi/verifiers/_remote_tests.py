@@ -18,9 +18,9 @@ the run with `Unrewritable`: every row runs through this one harness.
 Helpers that the row's prompt defines (HumanEval's `encode_shift`, `poly`) and its tests call are the prompt's: they are
 defined here from the prompt, after the program ran, so a program that redefines them changes nothing.
 
-An exception the program raises reaches the tests as the built-in exception of that name (so `pytest.raises`-style
-tests work), except `StopIteration` and `StopAsyncIteration`, which would end a loop of the tests (`all(map(...))`)
-as if it had succeeded: they fail the run.
+An exception escaping a call into the program fails the run, even when the tests catch it; it is raised into the tests
+as the built-in exception of that name, so their flow is unchanged. `StopIteration` and `StopAsyncIteration` are not
+raised into the tests at all: they would end a loop of the tests (`all(map(...))`) as if it had succeeded.
 """
 
 import ast
@@ -158,7 +158,12 @@ class Channel:
             if response[1] in ("StopIteration", "StopAsyncIteration"):
                 # Raised into a loop of the tests (`all(map(candidate, cases))`) it would end the loop as a success.
                 raise self.fail(Violation(f"the program raised {response[1]}"))
-            raise _program_exception(*response[1:])
+            error = _program_exception(*response[1:])
+            if message[0] == "call":
+                # An exception escaping a call into the program fails the run, even if the tests catch it
+                # (`except Exception: pass` would turn a crash into a pass); the tests still see it raised.
+                self.fail(Violation(f"the program raised {type(error).__name__}: {str(error)[:200]}"))
+            raise error
         if response[0] != "ok" or len(response) != 3 or not isinstance(response[2], dict):
             raise self.fail(Violation(f"a malformed response {str(response)[:100]!r}"))
         return self.decode(response[1]), response[2]

@@ -12,8 +12,9 @@ Each run goes through three layers:
    handle fails the run. Responses are decoded in time linear in their size (capped at 4 MiB): integers are capped
    at 2**17 bits and values whose hashes collide are refused before any set or dict is built. Every row runs this
    way: a function, lambda or iterator the tests pass stays here and the program calls it back; helpers the row's
-   prompt defines are defined here from the prompt (a program redefining them changes nothing); a `StopIteration`
-   from the program fails the run (it would end a loop of the tests as a success).
+   prompt defines are defined here from the prompt (a program redefining them changes nothing); any exception
+   escaping a call into the program fails the run, even if the tests catch it (`StopIteration` would end a loop of
+   the tests as a success).
 2. **Sandbox** ([bubblewrap](https://github.com/containers/bubblewrap)): only what the program needs is mounted:
    `/usr` and the interpreter's prefixes read-only (a venv anywhere, `/tmp` included, is bound back), a private
    size-limited tmpfs as `/tmp` and cwd, a read-only minimal `/dev`, the namespace's `/proc`; host files and unix
