@@ -235,18 +235,21 @@ def _label_length(tokens: list[Token]) -> int:
             i += 1
         return i
 
+    def text_at(i: int) -> str | None:
+        return tokens[i].text if i < len(tokens) else None
+
+    def kind_at(i: int) -> str | None:
+        return tokens[i].kind if i < len(tokens) else None
+
     i = skip_spaces(i)
-    if i + 2 < len(tokens) and tokens[i].text == "(" and tokens[i + 1].kind == "letter":  # `(x, y) =`
-        j = i + 2
-        while (
-            j + 1 < len(tokens)
-            and tokens[j].text == ","
-            and tokens[j + 1 + (tokens[j + 1].kind == "space")].kind == "letter"
-        ):
-            j += 2 + (tokens[j + 1].kind == "space")
-        if j < len(tokens) and tokens[j].text == ")":
+    if text_at(i) == "(" and kind_at(skip_spaces(i + 1)) == "letter":  # `(x, y) =`
+        j = skip_spaces(skip_spaces(i + 1) + 1)
+        while text_at(j) == "," and kind_at(skip_spaces(j + 1)) == "letter":
+            j = skip_spaces(skip_spaces(j + 1) + 1)
+        if text_at(j) == ")":
             j = skip_spaces(j + 1)
-            return j + 1 if j < len(tokens) and tokens[j].text in _LABEL_RELATIONS else 0
+            return j + 1 if kind_at(j) == "relation" and text_at(j) in _LABEL_RELATIONS else 0
+        return 0
     if i >= len(tokens) or tokens[i].kind != "letter":
         return 0
     i += 1
