@@ -157,8 +157,10 @@ def tokenize(answer: str) -> list[Token]:
             continue
         if char == "\\":
             i += 1
-            if i + 1 < n and answer[i] == "\\" and answer[i + 1].isascii() and answer[i + 1].isalpha():
-                i += 1  # `\\frac`: a command written with an escaped backslash (JSON-escaped text)
+            if i + 2 < n and answer[i] == "\\" and answer[i + 1 : i + 3].isascii() and answer[i + 1 : i + 3].isalpha():
+                # `\\frac`: a command written with an escaped backslash (JSON-escaped text); `\\b` stays a row
+                # break before the variable `b`
+                i += 1
             if i < n and answer[i].isascii() and answer[i].isalpha():
                 name_start = i
                 while i < n and answer[i].isascii() and answer[i].isalpha():
