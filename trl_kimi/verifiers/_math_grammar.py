@@ -5,8 +5,8 @@ deny-list of value-changing words misses the next spelling, a capital letter, a 
 
 - numbers, structural LaTeX (`\frac`, `\sqrt`, `\cdot`, `\left(`, spacing) and the arithmetic symbols `+ - * / ^ ( )`,
   `.` and `,` (a comma makes a list, see `COMMA_RULE`);
-- unit words from the fixed list `UNIT_WORDS`, matched without regard to case, bare or inside any `\text`-like macro
-  (`\text`, `\textit`, `\mathbf`, `\operatorname`, ...);
+- unit words from the fixed list `UNIT_WORDS` at the end of the answer (`5 cm`, not `5 point 2`), matched without
+  regard to case, bare or inside any `\text`-like macro (`\text`, `\textit`, `\mathbf`, `\operatorname`, ...);
 - anything else only if the gold has it: a word (compared without case), a variable (a single letter, case kept), a
   LaTeX command (`\pi`, `\infty`, `\pm`, ...), a relation (`=`, `<`, `\le`, `\equiv`, ...) or another symbol
   (`!`, `|`, `[`, `:`, `_`, ...). A leading label `x =` or `f(x) =` (a single variable, or a function of one) is not a
@@ -311,12 +311,14 @@ def refusal(gold: str, pred: str) -> str | None:
 
     ```python
     >>> refusal("5", "5 \\textit{Hundredths}")
-    "refused: word 'Hundredths' is not a unit and not in the gold answer"
+    "refused: word 'Hundredths' is not in the gold answer (unit words only at the end)"
     >>> refusal("5", "5 \\text{CM}") is None, refusal("5", "x = 5") is None
     (True, True)
 
     ```
     """
+    # Unit words are allowed at the end of the answer only (`5 cm`); one inside it (`5 point 2`) is a word like any other.
+    gold, pred = strip_trailing_units(gold), strip_trailing_units(pred)
     allowed, used = vocabulary(gold), vocabulary(pred)
     # The gold's variables, a product of them written without spaces (`xy`) included.
     gold_letters = allowed.letters | {letter for word in allowed.bare_words for letter in word}
@@ -325,7 +327,7 @@ def refusal(gold: str, pred: str) -> str | None:
     matrices = "\\begin:matrix" in allowed.commands and "\\begin:matrix" in used.commands
     listed = "," in gold or ";" in gold  # "and" joins the items of a list answer
     for word in used.words:
-        if word in UNIT_WORDS or word in allowed.words or (listed and word in ("and", "or")):
+        if word in allowed.words or (listed and word in ("and", "or")):
             continue
         if len(word) == 1 and (word in gold_letters or word.upper() in gold_letters):
             continue  # `\mathrm{e}` for the gold's `e`
@@ -333,7 +335,7 @@ def refusal(gold: str, pred: str) -> str | None:
         if original is not None and set(original) <= gold_letters:
             continue  # `yx` for the gold's `xy`: a product of the gold's variables
         shown = original or _original_case(pred, word)
-        return f"refused: word {shown!r} is not a unit and not in the gold answer"
+        return f"refused: word {shown!r} is not in the gold answer (unit words only at the end)"
     gold_word_letters = {w for w in allowed.words if len(w) == 1}
     # `-2 \le x \le 7` for the gold `[-2, 7]`: an inequality names its one variable.
     free = 1 if interval and not gold_letters else 0
