@@ -41,13 +41,14 @@ IDENTITY_PAIR = "def encode_shift(s):\n    return s\n\ndef decode_shift(s):\n   
 @needs_bwrap
 def test_prompt_helpers_are_the_prompts(verifier):
     chat = [{"role": "user", "content": f"Complete this function:\n```python\n{PROMPT}```"}]
+    unfenced = [{"role": "user", "content": f"Complete this function.\n\n{PROMPT}"}]
     rewards = verifier(
-        [RIGHT_SHIFT, IDENTITY_PAIR, IDENTITY_PAIR, "```python\n" + RIGHT_SHIFT + "```"],
-        test=[SHIFT_TEST] * 4,
-        entry_point=["decode_shift"] * 4,
-        prompts=[PROMPT, PROMPT, chat, chat],
+        [RIGHT_SHIFT, IDENTITY_PAIR, IDENTITY_PAIR, "```python\n" + RIGHT_SHIFT + "```", IDENTITY_PAIR],
+        test=[SHIFT_TEST] * 5,
+        entry_point=["decode_shift"] * 5,
+        prompts=[PROMPT, PROMPT, chat, chat, unfenced],
     )
-    assert rewards == [1.0, 0.0, 0.0, 1.0]
+    assert rewards == [1.0, 0.0, 0.0, 1.0, 0.0]
     # A prompt helper that calls the entry point calls the program's.
     prompt = "def twice(x):\n    return 2 * half(x)\n\ndef half(x):\n    pass\n"
     test = "def check(candidate):\n    assert twice(8) == 8\n"

@@ -126,6 +126,18 @@ def test_grammar_refuses_issue_cases(gold, prediction):
     assert refusal(gold, prediction) is not None
 
 
+def test_relations_between_boxes(verifier):
+    # A false equation spread over two boxes is the relation, not its last side.
+    completions = [
+        "\\boxed{3} = \\boxed{5}",
+        "$\\boxed{\\text{3}}$ \\equiv $\\boxed{5}$",
+        "\\boxed{3} \\to \\boxed{5}",
+    ]
+    rewards, reasons = verifier.verify_batch(completions, ["5"] * 3)
+    assert rewards == [0.0, 0.0, 0.0], reasons
+    assert verifier(["\\boxed{x} = \\boxed{5}", "\\boxed{3}, \\boxed{5}"], ["5", "3, 5"]) == [1.0, 1.0]
+
+
 def test_variables_are_never_units(verifier):
     # Issue 26: a variable was dropped as if it were a unit (`3` for `3x^2`, `5i^2` = -5 for 5). A unit is a word of
     # the list, or a single letter inside a text macro (`\text{m}`); a bare letter is a variable.

@@ -178,6 +178,12 @@ def _balanced_brace_content(text: str, start: int) -> str | None:
     return None
 
 
+# A relation between the last two boxes, and nothing else but spacing and `$`.
+_BOX_RELATION_RE = re.compile(
+    r"[\s$]*+(=|<|>|\\(?:le|ge|leq|geq|lt|gt|ne|neq|equiv|approx|sim|simeq|cong|to|Rightarrow|implies)(?![A-Za-z]))[\s$]*+"
+)
+
+
 def _last_boxed(text: str, gold: bool = False) -> tuple[bool, str | None]:
     """`(found, content)` for the final `\\boxed{}`/`\\fbox{}`; content is `None` when that box is truncated.
 
@@ -199,6 +205,11 @@ def _last_boxed(text: str, gold: bool = False) -> tuple[bool, str | None]:
         end = match.end() + len(content) + 1
         if end > start or start - end > 80:
             break
+        relation = _BOX_RELATION_RE.fullmatch(text[end:start])
+        if relation and len(parts) == 1 and not gold:
+            # `\boxed{3} = \boxed{5}`, `\boxed{\text{3}} \equiv \boxed{5}`: the answer is the relation, which the
+            # grammar then refuses unless the gold has it.
+            return True, f"{content.strip()} {relation.group(1)} {last.strip()}"
         between = re.sub(r"\\?[A-Za-z]+(?:_\{?\w+\}?)?\s*=", " ", text[end:start])  # `y_2 = `: a label
         # Separators only, or a few words without numbers that say "and" (`\boxed{1} papers and \boxed{2} bins`).
         listed = len(between) <= 40 and re.fullmatch(r"[^\d=\n.!?]*", between)

@@ -503,7 +503,18 @@ def prompt_code(prompt: Any) -> str | None:
     try:
         tree = ast.parse(prompt)
     except (SyntaxError, ValueError):
-        return None
+        # Prose, then code without a fence ("Complete this function:\n\ndef f(x): ..."): the code from its first
+        # `def`/`class`/`import` line on.
+        lines = prompt.splitlines(keepends=True)
+        first = next(
+            (i for i, line in enumerate(lines) if line.startswith(("def ", "class ", "import ", "from "))), None
+        )
+        try:
+            tree = ast.parse("".join(lines[first:])) if first is not None else None
+        except (SyntaxError, ValueError):
+            tree = None
+        if tree is None:
+            return None
     tree.body = [node for node in tree.body if _is_definition(node)]
     return ast.unparse(tree) if tree.body else None
 
