@@ -4,12 +4,20 @@
   processes), on the gold answers of MATH-500 and GSM8K from `../shared/data/` (or `$TRL_KIMI_DATA`; target: >= 3x
   on 2 cores), and on the mismatched MATH-500 pairs that need sympy (target: >= 2x, `bench_sympy_path`);
 - code: a bare `subprocess` harness (no sandbox, tests in the program's interpreter) vs the bubblewrap-sandboxed
-  `CodeVerifier` (tests in the trusted process, calls in the sandbox), alternating in one run, on the 164 HumanEval
-  canonical solutions (target: <= 1.3x the wall time, 164/164 passing) and the 974 MBPP reference solutions.
+  `CodeVerifier` (tests in the trusted process, calls in the sandbox, the prompt's helpers from the prompt),
+  alternating in one run, on the 164 HumanEval canonical solutions (target: <= 1.3x the wall time, 164/164 passing)
+  and the 974 MBPP reference solutions.
+
+- adversarial: the worst case of one reward call on pathological model text (issue 26): repeated letters, spaces,
+  braces, nested boxes, dollar signs, equals signs, up to the length the verifier reads (`TAIL_CHARS`), and responses
+  of the code verifier's size cap whose values all hash alike. Each shape is timed three ways: the parse alone in
+  this process (what a worker spends on it), one `math_reward` call through the workers (bounded by the deadline),
+  and the trainer-side work of that call (slicing the text).
 
 ```bash
-PYTHONPATH=. python benchmarks/verifiers.py   # both; --part math or --part code for one
+PYTHONPATH=. python benchmarks/verifiers.py   # all; --part math, --part code or --part adversarial for one
 PYTHONPATH=. python benchmarks/verifiers.py --part code --rounds 2 --mbpp_rounds 1
+PYTHONPATH=. python benchmarks/verifiers.py --part adversarial
 ```
 """
 
@@ -29,7 +37,7 @@ from math_verify import parse, verify
 
 from trl_kimi.verifiers import CodeVerifier, MathVerifier
 from trl_kimi.verifiers._math_answers import _as_exact_number
-from trl_kimi.verifiers.math_verifier import extract_answer, normalise_answer
+from trl_kimi.verifiers.math_verifier import TAIL_CHARS, extract_answer, normalise_answer
 
 
 DATA = Path(os.environ.get("TRL_KIMI_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -124,8 +132,8 @@ def bench_math(num_workers: int = 2) -> dict:
         f"{figures['both_correct']}; disagreements at {figures['disagreements']}"
     )
     print(
-        f"ours decided in parent (exact/fast path): {figures['ours_fast_path']}, "
-        f"by workers: {figures['ours_worker_items']}"
+        f"ours decided without sympy (exact/fast path): {figures['ours_fast_path']}, "
+        f"by math-verify: {figures['ours_worker_items']} (all in the workers)"
     )
 
     figures.update(bench_sympy_path(completions[:500], solutions[:500], num_workers))
@@ -136,13 +144,13 @@ def _ours_math(
     completions: list[str], solutions: list[str], num_workers: int, warm: tuple[list[str], list[str]] = ([], [])
 ) -> tuple[float, list[float], list[str]]:
     """Seconds, rewards and reasons of a new `MathVerifier`, its pool started and run on the `warm` pairs first
-    (untimed), its caches emptied before the timed batch."""
+    (untimed), its result cache emptied before the timed batch (the workers keep their parsed gold answers, as in
+    training)."""
     verifier = MathVerifier(num_workers=num_workers)
     verifier._get_pool().wait_ready()  # every worker started (imports done), so start-up is not timed
     if warm[0]:
         verifier.verify_batch(*warm)
     verifier._cache.clear()
-    verifier._gold_cache.clear()
     start = time.perf_counter()
     rewards, reasons = verifier.verify_batch(completions, solutions)
     seconds = time.perf_counter() - start
@@ -205,7 +213,7 @@ def bench_sympy_path(completions: list[str], solutions: list[str], num_workers: 
         for name, subset in (("sympy", sympy), ("workers", workers)):
             half = len([pair for pair in subset if pair[1] in solutions[:250]])
             result = figures[f"{name}_k{k}"] = _timed_rounds(subset[:half], subset[half:], num_workers, rounds)
-            label = "sympy path" if name == "sympy" else "  of which worker items"
+            label = "sympy path" if name == "sympy" else "  of which math-verify items"
             print(
                 f"{label}, {len(pairs)} mismatched MATH-500 pairs ({k} per gold), {len(subset)} items, timed "
                 f"{result['items']} after {len(subset) - half} warm-up: naive {result['naive_items_per_s']:.1f} "
@@ -214,6 +222,111 @@ def bench_sympy_path(completions: list[str], solutions: list[str], num_workers: 
             )
         figures[f"sympy_k{k}"]["decided_in_parent"] = len(sympy) - len(workers)
     return figures
+
+
+def _adversarial_texts(n: int) -> dict[str, str]:
+    """Pathological completions of about `n` characters (the shapes of issue 26 and their relatives)."""
+    prose = "because we multiplied the numbers together and then divided them evenly among the students "
+    return {
+        "box with prose": "\\boxed{5 " + (prose * (n // len(prose) + 1))[: n - 12] + "(see above)}",
+        "box with a run of letters": "\\boxed{5 " + "a" * (n - 10) + "}",
+        "anchor then letters": "The answer is 5 " + "a" * (n - 16),
+        "anchor then spaces": "The answer is 5" + " " * (n - 16) + "x",
+        "spaces then a number": " " * (n - 1) + "5",
+        "run of letters": "a" * n,
+        "words and spaces": "ab " * (n // 3),
+        "non-word run": "5" + "!?" * (n // 2),
+        "equals signs": "5" + " =" * (n // 2),
+        "open braces": "\\boxed{" + "{" * (n - 8),
+        "nested boxes": "\\boxed{" * (n // 8) + "5" + "}" * (n // 8),
+        "boxes in a row": "\\boxed{5}" * (n // 9),
+        "dollar signs": "$" * n,
+        "inline math opens": "\\(" * (n // 2),
+        "text macros": "\\boxed{5 " + "\\text{a}" * ((n - 10) // 9) + "}",
+        "digit groups": "\\boxed{" + "1," * ((n - 8) // 2) + "1}",
+        "sentences": "So 5. " * (n // 6),
+    }
+
+
+def _parse_seconds(text: str, gold: str) -> float:
+    """Seconds a worker spends reading `text` before math-verify: extraction, normalisation, the grammar."""
+    from trl_kimi.verifiers._math_answers import _decide_without_sympy, _normalise
+
+    start = time.perf_counter()
+    answer = extract_answer(text[-TAIL_CHARS:])
+    if answer is not None:
+        _decide_without_sympy(_normalise(extract_answer(gold, require_anchor=False)), _normalise(answer))
+    return time.perf_counter() - start
+
+
+def bench_adversarial(timeout: float = 10.0) -> dict:
+    """Worst case of one reward call on pathological text, up to the length the verifiers read; see the module doc."""
+    from trl_kimi.verifiers import _remote_tests
+
+    results = {"math": {}, "code": {}}
+    verifier = MathVerifier(timeout=timeout, num_workers=1)
+    verifier._get_pool().wait_ready()
+    print(f"math: one item per call, deadline {timeout:g} s, 1 worker; text cut to the last {TAIL_CHARS} characters")
+    print(f"{'shape':28} {'chars':>8} {'parse s':>8} {'call s':>8} {'parent s':>9} reward reason")
+    for n in (64, 1000, TAIL_CHARS, 1 << 20):
+        for name, text in _adversarial_texts(n).items():
+            if n > TAIL_CHARS and name not in ("box with prose", "run of letters", "spaces then a number"):
+                continue  # longer texts are cut to the same tail: the parent's slice is all that grows
+            parse_s = _parse_seconds(text, "5")
+            verifier._cache.clear()
+            start = time.perf_counter()
+            prepared = verifier._prepare(text)
+            parent_s = time.perf_counter() - start
+            start = time.perf_counter()
+            rewards, reasons = verifier.verify_batch([text], ["5"])
+            call_s = time.perf_counter() - start
+            results["math"][f"{name} ({len(text)})"] = {
+                "parse_s": round(parse_s, 4),
+                "call_s": round(call_s, 4),
+                "parent_s": round(parent_s, 6),
+                "reward": rewards[0],
+            }
+            del prepared
+            print(
+                f"{name:28} {len(text):8d} {parse_s:8.4f} {call_s:8.4f} {parent_s:9.6f} {rewards[0]:6.1f} "
+                f"{reasons[0][:60]}"
+            )
+    verifier.close()
+
+    # Code: decoding responses of the size cap in this (the trainer's) process.
+    pipes = [os.pipe(), os.pipe()]
+    channel = _remote_tests.Channel(pipes[0][1], pipes[0][0], pipes[1][0], time.monotonic() + 60, 1 << 20)
+    p = (1 << 61) - 1  # integers that differ by multiples of 2**61 - 1 hash alike
+    count = _remote_tests.MAX_RESPONSE_BYTES // 24
+    responses = {
+        "set of colliding ints": ["s", *(["i", hex(p * k)] for k in range(1, count))],
+        "dict of colliding ints": ["d", *(x for k in range(1, count // 2) for x in (["i", hex(p * k)], 0))],
+        "list of colliding ints": ["l", *(["i", hex(p * k)] for k in range(1, count))],
+        "set of distinct ints": ["s", *range(count * 2)],
+        "list of equal tuples": ["l", *(["t", 1, 2, 3] for _ in range(count // 2))],
+        "largest integer allowed": ["i", "f" * (_remote_tests._MAX_INT_BITS // 4)],
+    }
+    nested = 0
+    for _ in range(200):
+        nested = ["t", nested]
+    responses["nested tuples, depth 200"] = ["l", *([nested] * (count // 400))]
+    print(f"code: decoding one response of up to {_remote_tests.MAX_RESPONSE_BYTES} bytes in the trainer's process")
+    for name, data in responses.items():
+        size = len(json.dumps(data))
+        start = time.perf_counter()
+        channel.failure = None
+        try:
+            channel.decode(data)
+            verdict = "decoded"
+        except _remote_tests.Violation as error:
+            verdict = f"refused: {error}"
+        seconds = time.perf_counter() - start
+        results["code"][name] = {"bytes": size, "seconds": round(seconds, 4), "verdict": verdict}
+        print(f"{name:28} {size:9d} bytes {seconds:8.4f} s  {verdict[:70]}")
+    channel.close()
+    for fd in (*pipes[0], *pipes[1]):
+        os.close(fd)
+    return results
 
 
 TIMEOUT = 10.0
@@ -251,11 +364,11 @@ def _bare(programs: list[str], parallel: int) -> tuple[float, list[bool]]:
 
 
 def _ours_code(verifier: CodeVerifier, programs: list[str], **columns) -> tuple[float, list[float], float]:
-    """Seconds, rewards and the fraction of rows that fell back to the in-process harness."""
+    """Seconds, rewards and the fraction of rows whose tests could not run (bad rows)."""
     metrics = {}
     start = time.perf_counter()
     rewards = verifier(programs, log_metric=metrics.__setitem__, **columns)
-    return time.perf_counter() - start, rewards, metrics["code_verifier/fallback"]
+    return time.perf_counter() - start, rewards, metrics["code_verifier/bad_rows"]
 
 
 def _alternate(rounds: int, bare, ours) -> tuple[list[float], list[float], list, list]:
@@ -284,8 +397,12 @@ def bench_code(rounds: int = 2, mbpp_rounds: int = 1) -> dict:
     humaneval = _humaneval()
     programs = [p["prompt"] + p["canonical_solution"] for p in humaneval]
     scripts = [prog + "\n" + p["test"] + "\n" + f"check({p['entry_point']})\n" for prog, p in zip(programs, humaneval)]
-    columns = {"test": [p["test"] for p in humaneval], "entry_point": [p["entry_point"] for p in humaneval]}
-    bare_times, ours_times, bare_passed, (rewards, fallback) = _alternate(
+    columns = {
+        "test": [p["test"] for p in humaneval],
+        "entry_point": [p["entry_point"] for p in humaneval],
+        "prompts": [p["prompt"] for p in humaneval],  # the prompt's helpers are bound from it
+    }
+    bare_times, ours_times, bare_passed, (rewards, bad_rows) = _alternate(
         rounds, lambda: _bare(scripts, parallel), lambda: _ours_code(verifier, programs, **columns)
     )
     results["humaneval"] = {
@@ -294,7 +411,7 @@ def bench_code(rounds: int = 2, mbpp_rounds: int = 1) -> dict:
         "bare_passed": sum(bare_passed),
         "ours_s": [round(t, 2) for t in ours_times],
         "ours_passed": int(sum(rewards)),
-        "fallback_rows": round(fallback * len(humaneval)),
+        "bad_rows": round(bad_rows * len(humaneval)),
         "ratio": round(sum(ours_times) / sum(bare_times), 3),
         "failed": [p["task_id"] for p, r in zip(humaneval, rewards) if r != 1.0],
     }
@@ -303,7 +420,7 @@ def bench_code(rounds: int = 2, mbpp_rounds: int = 1) -> dict:
     mbpp = _mbpp()
     scripts = [r["code"] + "\n" + r["test_setup_code"] + "\n" + "\n".join(r["test_list"]) + "\n" for r in mbpp]
     columns = {"test_list": [r["test_list"] for r in mbpp], "test_setup_code": [r["test_setup_code"] for r in mbpp]}
-    bare_times, ours_times, bare_passed, (rewards, fallback) = _alternate(
+    bare_times, ours_times, bare_passed, (rewards, bad_rows) = _alternate(
         mbpp_rounds,
         lambda: _bare(scripts, parallel),
         lambda: _ours_code(verifier, [r["code"] for r in mbpp], **columns),
@@ -314,7 +431,7 @@ def bench_code(rounds: int = 2, mbpp_rounds: int = 1) -> dict:
         "bare_passed": sum(bare_passed),
         "ours_s": [round(t, 2) for t in ours_times],
         "ours_passed": int(sum(rewards)),
-        "fallback_rows": round(fallback * len(mbpp)),
+        "bad_rows": round(bad_rows * len(mbpp)),
         "ratio": round(sum(ours_times) / sum(bare_times), 3),
         "failed_ours": [r["task_id"] for r, x in zip(mbpp, rewards) if x != 1.0],
         "failed_bare": [r["task_id"] for r, x in zip(mbpp, bare_passed) if not x],
@@ -326,7 +443,7 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["math", "code", "all"], default="all")
+    parser.add_argument("--part", choices=["math", "code", "adversarial", "all"], default="all")
     parser.add_argument("--rounds", type=int, default=2, help="alternating HumanEval rounds per side (code part)")
     parser.add_argument("--mbpp_rounds", type=int, default=1, help="alternating MBPP rounds per side (code part)")
     arguments = parser.parse_args()
@@ -338,3 +455,6 @@ if __name__ == "__main__":
     if part in ("code", "all"):
         print("== code ==")
         print(json.dumps(bench_code(arguments.rounds, arguments.mbpp_rounds), indent=1))
+    if part in ("adversarial", "all"):
+        print("== adversarial ==")
+        bench_adversarial()

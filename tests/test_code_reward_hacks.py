@@ -189,12 +189,12 @@ def test_forged_verdicts_score_zero_and_right_solutions_one(verifier):
     scores = _score(verifier, {**HACKS, **RIGHT}, log_metric=metrics.__setitem__)
     assert {name: scores[name] for name in HACKS if scores[name] != 0.0} == {}
     assert {name: scores[name] for name in RIGHT} == dict.fromkeys(RIGHT, 1.0)
-    assert metrics["code_verifier/fallback"] == 0.0  # every one of these tests ran in the trusted process
+    assert metrics["code_verifier/bad_rows"] == 0.0  # every one of these tests ran in the trusted process
 
 
 @needs_bwrap
-def test_fallback_in_place_updates_and_trusted_loops(verifier):
-    # A lambda cannot be sent to the program: this row falls back to the in-process harness, and is counted.
+def test_callbacks_in_place_updates_and_trusted_loops(verifier):
+    # A lambda of the tests stays in the trusted process: the program calls it back (one harness for every row).
     metrics = {}
     lambda_tests = ["assert apply(lambda x: x + 1, 2) == 3"]
     rewards = verifier(
@@ -203,7 +203,7 @@ def test_fallback_in_place_updates_and_trusted_loops(verifier):
         log_metric=metrics.__setitem__,
     )
     assert rewards == [1.0, 0.0, 1.0]
-    assert metrics["code_verifier/fallback"] == pytest.approx(2 / 3)
+    assert metrics["code_verifier/bad_rows"] == 0.0
     # Arguments the program changes in place come back to the tests (`list.sort`-style tasks).
     in_place = ["x = [3, 1, 2]", "sort_in_place(x)", "assert x == [1, 2, 3]"]
     programs = ["def sort_in_place(values):\n    values.sort()\n", "def sort_in_place(values):\n    pass\n"]

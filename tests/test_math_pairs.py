@@ -129,8 +129,8 @@ def test_huge_numbers_score_zero_without_failing_the_batch(caplog):
         ("5", "\\boxed{3 = 5}"),
     ],
 )
-def test_value_changing_words_are_not_units(gold, completion):
+def test_value_changing_words_are_not_units(verifier, gold, completion):
     # The false positives of issue 19: trailing words that change the value were dropped as if they were units.
-    # All decided in the parent, so the shared default verifier starts no worker.
-    rewards, reasons = MathVerifier().verify_batch([completion], [gold])
+    # All refused by the grammar (in a worker), before math-verify.
+    rewards, reasons = verifier.verify_batch([completion], [gold])
     assert rewards == [0.0] and reasons[0].startswith("refused"), reasons

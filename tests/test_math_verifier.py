@@ -250,7 +250,7 @@ def test_missing_solution_column():
 
 
 def test_math_reward_trl_signature():
-    # The keyword arguments GRPOTrainer passes; only fast-path items, so the default verifier starts no workers.
+    # The keyword arguments GRPOTrainer passes (every item is read in a worker of the default verifier).
     metrics = {}
     rewards = math_reward(
         prompts=["q1", "q2", "q3"],
@@ -268,6 +268,7 @@ def test_math_reward_trl_signature():
             "math_verifier/timeouts": 0.0,
             "math_verifier/errors": 0.0,
             "math_verifier/fast_path": 2 / 3,
+            "math_verifier/refused": 0.0,
         }
     )
     assert math_reward.__name__ == MathVerifier().__name__ == "math_reward"
@@ -402,7 +403,7 @@ def test_math500_shuffled_pairs_are_wrong(verifier):
     assert [i for i, reward in enumerate(rewards) if reward] == [22]
 
 
-# (gold, prediction, decided unequal in the parent without sympy)
+# (gold, prediction, decided unequal without sympy)
 CLOSED_FORM_CASES = [
     ("90", "3\\sqrt{13}", True),
     ("\\frac{3\\sqrt{3}}{4}", "\\cot x", False),  # a variable: sympy decides

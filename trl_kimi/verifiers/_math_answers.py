@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
+from ._math_grammar import refusal, strip_trailing_units
+
 
 # Only the tail of a completion is searched for the answer: the answer is at the end, and a 1 MB degenerate completion
 # must not cost a regex scan of 1 MB per item. 8,192 characters hold any sensible final answer plus its sentence.
@@ -21,6 +23,22 @@ _MAX_FAST_PATH_DIGITS = 100
 # Exponents in scientific notation beyond this are left for math-verify (`1e1000000` would build a million-digit int).
 _MAX_SCI_EXPONENT = 100
 
+# A predicted answer longer than this is refused before any rule reads it: the longest MATH/GSM8K gold answers are a few
+# hundred characters, and the normalisation rules are then bounded by a small constant.
+MAX_ANSWER_CHARS = 1000
+
+# Searches for what a sentence ends with look at its last characters only, so a long sentence costs no more than this.
+_END_WINDOW = 200
+
+
+def _search_end(pattern: re.Pattern, text: str) -> tuple[re.Match | None, int]:
+    """`pattern` (anchored at `\\Z`) searched in the last `_END_WINDOW` characters of `text`, and the window's offset."""
+    offset = max(0, len(text) - _END_WINDOW)
+    match = pattern.search(text, offset)
+    if match is not None and offset and match.start() == offset:
+        return None, offset  # the match may continue before the window (a number cut in two): not trusted
+    return match, offset
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Extraction
@@ -30,37 +48,117 @@ _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 # Anchors, the last one in the text wins ("Final Answer: The final answer is $18$." matches twice): "the answer is",
 # "Final Answer:", GSM8K's "####", a line "A: 18" (GSM8K few-shot format), "**Answer:** 18", "Answer $9$".
 _ANCHOR_RE = re.compile(
-    r"(?:\banswer\s+is|\banswer\s*\**\s*:|####|^[ \t>*#]*A\s*\**\s*:|^[ \t>*#]*answer(?=\s*(?:\$|\\\(|\\\[)))"
-    r"\**\s*:?\s*",
+    r"(?:\banswer\s++is|\banswer\s*+\**+\s*+:|####|^[ \t>*#]*+A\s*+\**+\s*+:|^[ \t>*#]*+answer(?=\s*+(?:\$|\\\(|\\\[)))"
+    r"\**+\s*+:?\s*+",
     re.IGNORECASE | re.MULTILINE,
 )
 _THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
 # A chat template's next turn (`<|im_start|>user ...`) or end tokens are not part of the answer, nor is the Minerva
 # few-shot sign-off.
 _END_JUNK_RE = re.compile(r"<\|im_start\|>.*\Z|<\|im_end\|>|<\|endoftext\|>|<\|eot_id\|>|</s>", re.DOTALL)
-_SIGN_OFF_RE = re.compile(r"\s*I hope it is correct\.?\s*\Z", re.IGNORECASE)
+_SIGN_OFF = "i hope it is correct"
+
+
+def _without_sign_off(text: str) -> str:
+    """The text without a final "I hope it is correct." (string methods: no regex search over a run of spaces)."""
+    stripped = text.rstrip()
+    body = stripped[:-1] if stripped.endswith(".") else stripped
+    return body[: -len(_SIGN_OFF)].rstrip() if body[-len(_SIGN_OFF) :].lower() == _SIGN_OFF else text
+
+
 # What may stand between the boxes of one final answer (`\boxed{1}, \boxed{2}`, `\boxed{1} \quad\text{and}\quad
 # \boxed{2}`): the boxes are then one answer with several parts, like a list.
 _BOX_SEPARATOR_RE = re.compile(
     r"(?:\s|\$|\\[()\[\]]|[,;&.]|\\\\|\\[,;:!]|\\q?quad|\\text\s*\{\s*(?:and|or|,)?\s*\}|\band\b|\bor\b)*"
 )
-# Math spans of a sentence: `$$..$$`, `$..$`, `\(..\)`, `\[..\]` (inline ones never cross a line).
-_MATH_SPAN_RE = re.compile(r"\$\$(.+?)\$\$|\$([^$\n]+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class _Span:
+    """A math span `$$..$$`, `$..$`, `\\(..\\)` or `\\[..\\]` of a text: where it is, its content, display or inline."""
+
+    start: int
+    end: int
+    content: str
+    display: bool
+
+
+class _NextIndex:
+    """`text.find(needle, position)` for positions that only grow: each call reuses the last answer while it is still
+    ahead, so all calls together scan the text once."""
+
+    def __init__(self, text: str, needle: str):
+        self.text, self.needle, self.found = text, needle, -2
+
+    def __call__(self, position: int) -> int:
+        if self.found == -1 or self.found >= position:
+            return self.found
+        self.found = self.text.find(self.needle, position)
+        return self.found
+
+
+def _math_spans(text: str) -> list[_Span]:
+    """The math spans of `text`, left to right, as the regular expression `\\$\\$(.+?)\\$\\$|\\$([^$\\n]+?)\\$|
+    \\\\\\((.+?)\\\\\\)|\\\\\\[(.+?)\\\\\\]` finds them (inline `$..$` never crosses a line), in one linear pass: an unclosed
+    opener costs one search, not one per position after it."""
+    spans: list[_Span] = []
+    next_dollar, next_backslash = _NextIndex(text, "$"), _NextIndex(text, "\\")
+    closes = {"$$": _NextIndex(text, "$$"), "\\)": _NextIndex(text, "\\)"), "\\]": _NextIndex(text, "\\]")}
+    next_newline = _NextIndex(text, "\n")
+    position = 0
+    while True:
+        candidates = [i for i in (next_dollar(position), next_backslash(position)) if i != -1]
+        if not candidates:
+            return spans
+        start = min(candidates)
+        span = None
+        if text.startswith("$$", start):
+            end = closes["$$"](start + 3)
+            if end != -1:
+                span = _Span(start, end + 2, text[start + 2 : end], True)
+        if span is None and text.startswith("$", start) and start + 1 < len(text) and text[start + 1] not in "$\n":
+            end = next_dollar(start + 1)
+            newline = next_newline(start + 1)
+            if end != -1 and (newline == -1 or newline > end):
+                span = _Span(start, end + 1, text[start + 1 : end], False)
+        for opener, close, display in (("\\(", "\\)", False), ("\\[", "\\]", True)):
+            if span is None and text.startswith(opener, start):
+                end = closes[close](start + 3)
+                if end != -1:
+                    span = _Span(start, end + 2, text[start + 2 : end], display)
+        if span is None:
+            position = start + 1
+        else:
+            spans.append(span)
+            position = span.end
+
+
+def _outside_spans(text: str, spans: list[_Span], fill: str | None = None) -> str:
+    """`text` with each span replaced by `fill`, or masked with "D" (display) / "M" (inline) characters when `None`."""
+    parts, position = [], 0
+    for span in spans:
+        parts.append(text[position : span.start])
+        parts.append(fill if fill is not None else ("D" if span.display else "M") * (span.end - span.start))
+        position = span.end
+    parts.append(text[position:])
+    return "".join(parts)
+
+
 # Words before a number that make it something else than the answer ("not 5", "less than 5", "about 5"), or make it
 # one of several ("5 or 6", "5 and 6", "5, 6").
 _HEDGE_BEFORE_RE = re.compile(
     r"\b(?:not|no|never|than|least|most|over|under|above|below|nearly|almost|approximately|about|around|roughly|"
-    r"up to|between|except|either|neither|from|minus|plus|times|over|or|and)\W*\Z|,\s*\$?\s*\Z",
+    r"up to|between|except|either|neither|from|minus|plus|times|over|or|and)\W*+\Z|,\s*+\$?\s*+\Z",
     re.IGNORECASE,
 )
 # "$x \geq 5$ is the solution.": the span before these words is the answer.
 _ANSWER_SUFFIX_RE = re.compile(
-    r"\s*(?:is|are)\s+(?:the|our|my)\s+(?:final\s+)?(?:answer|solution|result)s?\W*\Z", re.IGNORECASE
+    r"\s*+(?:is|are)\s++(?:the|our|my)\s++(?:final\s++)?(?:answer|solution|result)s?\W*+\Z", re.IGNORECASE
 )
 # A sentence that ends with a number: the number and what follows it (units, `%`, currency signs).
 _TRAILING_NUMBER_RE = re.compile(
-    r"(?:\\?\$|€|£)?\s*(-?(?:\d{1,3}(?:[, ]\d{3})+|\d+)(?:\.\d+|/\d+)?|-?\.\d+)"
-    r"((?:\s*(?:%|€|\\?\$|²|³|[A-Za-z]+\.?)){0,3})\W*\Z"
+    r"(?:\\?\$|€|£)?\s*+(-?(?:\d{1,3}(?:[, ]\d{3})+|\d+)(?:\.\d+|/\d+)?|-?\.\d+)"
+    r"((?:\s*+(?:%|€|\\?\$|²|³|[A-Za-z]++\.?)){0,3})\W*+\Z"
 )
 
 
@@ -78,6 +176,12 @@ def _balanced_brace_content(text: str, start: int) -> str | None:
             if depth == 0:
                 return text[start + 1 : i]
     return None
+
+
+# A relation between the last two boxes, and nothing else but spacing and `$`.
+_BOX_RELATION_RE = re.compile(
+    r"[\s$]*+(=|<|>|\\(?:le|ge|leq|geq|lt|gt|ne|neq|equiv|approx|sim|simeq|cong|to|Rightarrow|implies)(?![A-Za-z]))[\s$]*+"
+)
 
 
 def _last_boxed(text: str, gold: bool = False) -> tuple[bool, str | None]:
@@ -99,6 +203,13 @@ def _last_boxed(text: str, gold: bool = False) -> tuple[bool, str | None]:
         if content is None:
             break
         end = match.end() + len(content) + 1
+        if end > start or start - end > 80:
+            break
+        relation = _BOX_RELATION_RE.fullmatch(text[end:start])
+        if relation and len(parts) == 1 and not gold:
+            # `\boxed{3} = \boxed{5}`, `\boxed{\text{3}} \equiv \boxed{5}`: the answer is the relation, which the
+            # grammar then refuses unless the gold has it.
+            return True, f"{content.strip()} {relation.group(1)} {last.strip()}"
         between = re.sub(r"\\?[A-Za-z]+(?:_\{?\w+\}?)?\s*=", " ", text[end:start])  # `y_2 = `: a label
         # Separators only, or a few words without numbers that say "and" (`\boxed{1} papers and \boxed{2} bins`).
         listed = len(between) <= 40 and re.fullmatch(r"[^\d=\n.!?]*", between)
@@ -154,9 +265,7 @@ def _sentences(text: str) -> list[str]:
     """Split at `. `, `! `, `? `, line breaks and after display equations, outside math spans."""
     # Inline spans are masked with "M", display spans with "D": a display equation followed by a capital letter ends
     # its sentence even without a period ("... $$x = 2.$$ Therefore ...").
-    masked = _MATH_SPAN_RE.sub(
-        lambda m: ("D" if m.group(1) is not None or m.group(4) is not None else "M") * len(m.group(0)), text
-    )
+    masked = _outside_spans(text, _math_spans(text))
     cuts = [m.end() for m in re.finditer(r"[.!?](?:\s+|\Z)|\n|(?<=D)\s+(?=[A-Z])", masked)]
     sentences, start = [], 0
     for cut in cuts:
@@ -181,25 +290,25 @@ def _answer_in_sentence(sentence: str) -> str | None:
     sentence = sentence.strip()
     if not sentence or sentence.endswith("?"):
         return None
-    sentence = _ANSWER_SUFFIX_RE.sub("", sentence).rstrip(" .!;:")
-    spans = list(_MATH_SPAN_RE.finditer(sentence))
+    suffix, _ = _search_end(_ANSWER_SUFFIX_RE, sentence)
+    sentence = (sentence[: suffix.start()] if suffix else sentence).rstrip(" .!;:")
+    spans = _math_spans(sentence)
     # Prose is what remains outside math; a sentence with no prose is all answer (`$x = 3$`, `18 dollars`).
-    if spans and spans[-1].end() >= len(sentence) - 40:
+    if spans and spans[-1].end >= len(sentence) - 40:
         last = spans[-1]
-        after = sentence[last.end() :].strip()
+        after = sentence[last.end :].strip()
         if not after or re.fullmatch(r"(?:%|[A-Za-z]+\.?)(?:\s+[A-Za-z]+\.?){0,2}", after):
-            before = sentence[: last.start()]
-            if _HEDGE_BEFORE_RE.search(before):
+            before = sentence[: last.start]
+            if _search_end(_HEDGE_BEFORE_RE, before)[0]:
                 return None
-            content = next(group for group in last.groups() if group is not None)
+            content = last.content
             return (content + " " + after).strip()
     if not spans and not _PROSE_RE.search(sentence):
         return sentence  # no words at all: the whole sentence is an expression (`\\frac{10}{9}`, `x^2+1`)
-    match = _TRAILING_NUMBER_RE.search(sentence)
+    match, _ = _search_end(_TRAILING_NUMBER_RE, sentence)
     if match is not None:
-        return (
-            None if _HEDGE_BEFORE_RE.search(sentence[: match.start()]) else (match.group(1) + match.group(2)).strip()
-        )
+        hedged = _search_end(_HEDGE_BEFORE_RE, sentence[: match.start()])[0]
+        return None if hedged else (match.group(1) + match.group(2)).strip()
     # "Therefore, there are 12 sequences that meet the conditions.": a conclusion with exactly one number, not
     # followed by a word that changes it ("5 more than", "3 times").
     numbers = list(re.finditer(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])", sentence))
@@ -207,7 +316,7 @@ def _answer_in_sentence(sentence: str) -> str | None:
         _CONCLUSION_RE.match(sentence)
         and len(numbers) == 1
         and not spans
-        and not _HEDGE_BEFORE_RE.search(sentence[: numbers[0].start()])
+        and not _search_end(_HEDGE_BEFORE_RE, sentence[: numbers[0].start()])[0]
         and not re.match(rf"\s*{_VALUE_WORDS}\b", sentence[numbers[0].end() :], re.IGNORECASE)
     ):
         return numbers[0].group(0)
@@ -216,11 +325,14 @@ def _answer_in_sentence(sentence: str) -> str | None:
 
 def _joined_spans(text: str) -> str | None:
     """`$1$ and $2$ and $3$` -> `1, 2, 3`: a gold answer written as several math spans joined by "and" or commas."""
-    spans = list(_MATH_SPAN_RE.finditer(text))
-    outside = _MATH_SPAN_RE.sub(" ", text)
+    spans = _math_spans(text)
+    outside = _outside_spans(text, spans, " ")
     if len(spans) < 2 or not re.fullmatch(r"(?:\s|,|;|\band\b|\.)*", outside):
         return None
-    return ", ".join(next(g for g in m.groups() if g is not None).strip() for m in spans)
+    return ", ".join(span.content.strip() for span in spans)
+
+
+_RESULT_VERB_RE = re.compile(r"(?:\bis|\bare|\bequals?|=|:|\bget|\bgives?|\bhas|\bhave)\W*+\Z")
 
 
 def _unanchored_answer(text: str) -> str | None:
@@ -233,7 +345,7 @@ def _unanchored_answer(text: str) -> str | None:
     # completion that stops on a sentence of the question ("She eats 3.") has not answered.
     if answer is not None and len(sentences) > 1 and not _CONCLUSION_RE.match(sentences[-1]):
         head = sentences[-1][: sentences[-1].rfind(answer.split()[0])] if answer.split() else ""
-        if not re.search(r"(?:\bis|\bare|\bequals?|=|:|\bget|\bgives?|\bhas|\bhave)\W*(?:\$|\\\(|\\\[)?\W*\Z", head):
+        if not _search_end(_RESULT_VERB_RE, head)[0]:
             return None
     return answer
 
@@ -276,7 +388,7 @@ def extract_answer(text: str, require_anchor: bool = True) -> str | None:
             return None
         # Chat templates often put <think> in the prompt, so a lone </think> also ends the thinking block.
         text = text[close_at + len(_THINK_CLOSE) :]
-    text = _SIGN_OFF_RE.sub("", _END_JUNK_RE.sub("", text[-TAIL_CHARS:]))
+    text = _without_sign_off(_END_JUNK_RE.sub("", text[-TAIL_CHARS:]))
     found, answer = _last_boxed(text, gold=not require_anchor)
     anchors = list(_ANCHOR_RE.finditer(text))
     if (
@@ -321,7 +433,8 @@ _MAX_NUMBER_CHARS = 100
 
 def _strip_layout(answer: str) -> str:
     """`\\left(`, `\\!`, `\\displaystyle`, `\\dfrac`: layout commands that never change the value."""
-    answer = re.sub(r"\\(?:left|right|big|Big|bigg|Bigg)(?=[()\[\]|.]|\\[{}])", "", answer)
+    # (`\\\\left(`: the same command with an escaped backslash, in JSON-escaped text)
+    answer = re.sub(r"\\\\?(?:left|right|big|Big|bigg|Bigg)(?=[()\[\]|.]|\\[{}])", "", answer)
     answer = answer.replace("\\displaystyle", "").replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     answer = answer.replace("\\cfrac", "\\frac")
     # `11,\! 111,\! 100` and `10{,}000` are thousands separators: the space after them goes too.
@@ -357,9 +470,8 @@ def _strip_percent(answer: str) -> tuple[str, bool]:
     return stripped.strip(), stripped != answer
 
 
-# Words after a number that change its value or make it something else than one value: they are never units.
-# `5 hundredths`, `3 halves`, `2 squared`, `7 minus two`, `5 or more`, `5 at least`, `5 millionths` all differ from
-# 5/3/2/7; a unit is any other word.
+# Words after a number that change its value; used by extraction only ("Therefore there are 12 sequences" vs "12 more
+# than"). Equality never relies on this list: it accepts only the unit words of `_math_grammar.UNIT_WORDS`.
 _VALUE_WORDS = (
     r"(?:pi|e|i|hundreds?|thousands?|millions?|billions?|trillions?|dozens?|score|half|halves|thirds?|quarters?|"
     r"(?:ten|hundred|thousand|million|billion|trillion|four|fif|six|seven|eigh|nin|elev|twelf|\w+teen|\w+tie)ths?|"
@@ -372,32 +484,12 @@ _VALUE_WORDS = (
     r"log|ln|sin|cos|tan|sqrt|else|otherwise|if|unless|when|where|with|without|but|except|excluding|including|"
     r"also|too|instead|then|is|are|was|were|be|equals?|of|for|from|by|in|on)"
 )
-_UNIT_WORD = rf"(?!{_VALUE_WORDS}\b)[A-Za-z]{{2,}}\.?"
-# `5\text{ cm}`, `5 \mbox{cm}^2`, `18 meters`, `1,000.99m²`, `5 square feet`: one to three unit words, maybe squared.
-_UNIT_POWER = r"(?:\s*(?:\^\s*\{?\s*[23]\s*\}?|²|³))?"
-_UNIT_WORDS = rf"(?:(?:square|cubic)\s+)?{_UNIT_WORD}(?:\s+{_UNIT_WORD}){{0,2}}{_UNIT_POWER}"
-_TEXT_UNIT = rf"\\(?:text|textbf|textrm|mbox|mathrm)\s*\{{\s*{_UNIT_WORDS}\s*\}}{_UNIT_POWER}"
-_SHORT_UNIT = r"(?:[a-zA-Z](?:\^\s*\{?\s*[23]\s*\}?|²|³))"  # `m²`, `m^2`: a letter alone would be a variable
-_NUMBER_WITH_UNIT_RE = re.compile(rf"({_GROUPED_NUMBER})\s*(?:{_TEXT_UNIT}|{_UNIT_WORDS}|{_SHORT_UNIT})")
-# Any trailing words at all after a number, to tell a unit from a value-changing word.
-_NUMBER_WITH_WORDS_RE = re.compile(
-    rf"{_GROUPED_NUMBER}(?:\s*(?:\\(?:text|textbf|textrm|mbox|mathrm)\s*\{{[^{{}}]*\}}|[A-Za-z]{{2,}}\.?))+{_UNIT_POWER}"
-)
 
 
-def _strip_units(answer: str) -> tuple[str, bool]:
-    """`5\\text{ cm}`, `5 \\mbox{cm}^2`, `18 meters` -> the number; the flag says the words changed its value.
-
-    Units are ignored, as math-verify does (`5\\text{ m}` equals `5`); a wrong unit is not penalised. Words that
-    change the value (`5 hundredths`, `2 squared`, `5 or more`, `7 minus two`) are not units: the answer is refused.
-    """
-    # "in total", "altogether": a sum's words, not a unit and not a change of value
-    answer = re.sub(r"\s+(?:in\s+total|in\s+all|altogether|total)$", "", answer)
-    match = _NUMBER_WITH_UNIT_RE.fullmatch(answer)
-    if match:
-        return match.group(1), False
-    # A number followed by words that are not all units: not this number, and not a value the rules can read.
-    return answer, bool(_NUMBER_WITH_WORDS_RE.fullmatch(answer))
+def _strip_units(answer: str) -> str:
+    """`5\\text{ cm}`, `5 \\mbox{CM}^2`, `18 apples` -> the number: trailing words of the fixed unit list are dropped, as
+    math-verify drops units (a wrong unit is not penalised). Any other word stays, and the grammar refuses it."""
+    return strip_trailing_units(answer)
 
 
 _MAGNITUDES = {"hundred": 10**2, "thousand": 10**3, "million": 10**6, "billion": 10**9, "trillion": 10**12}
@@ -542,6 +634,10 @@ def normalise_answer(answer: str) -> str:
 
 
 def _normalise(answer: str) -> _Normalised:
+    if len(answer) > MAX_ANSWER_CHARS:
+        return _Normalised(
+            answer[:MAX_ANSWER_CHARS], False, f"refused: answer longer than {MAX_ANSWER_CHARS} characters"
+        )
     answer = _unwrap_text(_strip_layout(answer))
     if _HEDGE_PREFIX_RE.match(answer):
         return _Normalised(answer, False, "refused: hedged answer")
@@ -549,9 +645,7 @@ def _normalise(answer: str) -> _Normalised:
     answer = _strip_degrees(answer)
     answer, percent = _strip_percent(answer)
     answer = _expand_magnitude_words(answer)
-    answer, value_words = _strip_units(answer)
-    if value_words:
-        return _Normalised(answer, percent, "refused: words that change the value")
+    answer = _strip_units(answer)
     answer = _remove_thousands_separators(answer)
     answer = _scientific_to_decimal(answer)
     answer = _repeating_decimal_to_fraction(answer)
@@ -839,10 +933,15 @@ def _looks_like_interval(answer: str) -> bool:
 
 
 def _decimal_comma(answer: str) -> str | None:
-    """`1000,99`, `1,22`, `0,111` -> `1000.99`, `1.22`, `0.111`: a comma that cannot group thousands is a decimal
-    comma; used only to match the other side's decimal point digit for digit (`1,5` equals `1.5`, nothing else)."""
-    if re.fullmatch(r"-?\d+,\d+", answer) and not re.fullmatch(r"-?[1-9]\d{0,2}(?:,\d{3})+", answer):
-        return answer.replace(",", ".")
+    """`1,22`, `0,111`, `1000,99` -> `1.22`, `0.111`, `1000.99`: one comma that cannot group thousands and is followed
+    by two digits, or follows a `0` or more than three digits, is a decimal comma (`_math_grammar.COMMA_RULE`); used
+    only to match the other side's decimal point digit for digit. `-2,1`, `1,5`, `3, 5` are lists."""
+    match = re.fullmatch(r"(-?)(\d+),(\d+)", answer)
+    if not match or _remove_thousands_separators(answer) != answer:
+        return None
+    sign, whole, fraction = match.groups()
+    if len(fraction) == 2 or whole.startswith("0") or len(whole) > 3:
+        return f"{sign}{whole}.{fraction}"
     return None
 
 
@@ -865,21 +964,25 @@ def _number_against_non_number(gold: str, pred: str) -> bool:
     return bool(letters) and not letters & {"e", "i", "E", "I"}
 
 
-def _decide_in_parent(gold: _Normalised, pred: _Normalised) -> tuple[bool, str] | None:
-    """`(correct, path)` for the decisions that are certain without sympy, else `None`."""
+def _decide_without_sympy(gold: _Normalised, pred: _Normalised) -> tuple[bool, str] | None:
+    """`(correct, path)` for the decisions that are certain without sympy, else `None`. The grammar comes first:
+    what it refuses is never equal, whatever sympy would say."""
     if gold.text == pred.text and gold.percent == pred.percent:
         return True, "exact"
     if pred.refused is not None:
         return False, pred.refused
+    gold_time, pred_time = _as_clock_time(gold.text), _as_clock_time(pred.text)
+    if gold_time is not None and pred_time is not None:
+        # math-verify reads "4:30" as the ratio 4/30 and cannot tell a.m. from p.m.; times are compared here only.
+        return gold_time == pred_time, "clock_time"
+    refused = refusal(gold.text, pred.text)
+    if refused is not None:
+        return False, refused
     if _decimal_comma(gold.text) == pred.text or _decimal_comma(pred.text) == gold.text:
         return True, "decimal_comma"
     fast = _fast_path(gold, pred)
     if fast is not None:
         return fast, "fast_path"
-    gold_time, pred_time = _as_clock_time(gold.text), _as_clock_time(pred.text)
-    if gold_time is not None and pred_time is not None:
-        # math-verify reads "4:30" as the ratio 4/30 and cannot tell a.m. from p.m.; times are compared here only.
-        return gold_time == pred_time, "clock_time"
     if re.search(r"\d\s*(?:[ap]\.?m\b|\\text\s*\{\s*[ap]\.?m)", gold.text + " " + pred.text, re.IGNORECASE):
         return False, "clock_time"  # one side is a time of day, the other is not (`7:32` may also be a ratio)
     if _number_against_non_number(gold.text, pred.text):

@@ -1,7 +1,13 @@
-"""Subprocess worker pool of the math verifier: fresh interpreters that run math-verify with a hard per-item deadline.
+"""Subprocess worker pool of the math verifier: fresh interpreters that read model text and run math-verify, with a
+hard per-item deadline.
 
-This module is loaded in the worker by file path, not as `trl_kimi...`, so a worker never imports torch/trl through
-`trl_kimi/__init__.py`: start-up costs only sympy + math-verify. It imports nothing but the standard library.
+Every parse of model text happens here, never in the trainer's process: extraction, normalisation, the grammar and
+math-verify all run under the item's deadline, past which the worker is SIGKILLed (a regular expression stuck in C
+code cannot be interrupted otherwise).
+
+The verifier's modules are loaded in the worker from their files into a package of their own (`_trl_kimi_math`), not
+as `trl_kimi...`, so a worker never imports torch/trl through `trl_kimi/__init__.py`: start-up costs only sympy +
+math-verify. This module and the rule modules it loads import nothing but the standard library.
 """
 
 import ctypes
@@ -29,11 +35,11 @@ _CRASH_RETRIES = 1
 _AFFINITY_SCAN = 64  # pending items scanned for one with the worker's last gold answer
 
 _WORKER_BOOTSTRAP = """
-import importlib.util, sys
-spec = importlib.util.spec_from_file_location("_trl_kimi_math_worker", sys.argv[1])
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-module._worker_main(int(sys.argv[2]), float(sys.argv[3]))
+import importlib, os, sys, types
+package = types.ModuleType("_trl_kimi_math")
+package.__path__ = [os.path.dirname(sys.argv[1])]
+sys.modules["_trl_kimi_math"] = package
+importlib.import_module("_trl_kimi_math._math_worker")._worker_main(int(sys.argv[2]), float(sys.argv[3]))
 """
 
 
@@ -52,12 +58,23 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def _worker_main(parent_pid: int, soft_timeout: float) -> None:
-    """Serve `{"gold", "pred", "intervals"}` requests from stdin, one JSON line each, until EOF."""
+    """Serve `{"gold": solution, "text": completion}` requests from stdin, one JSON line each, until EOF; each reply
+    is `{"ok": bool, "reason": str}` (the reasons of `MathVerifier.verify_batch`)."""
     _die_with_parent(parent_pid)
     # The protocol owns the original stdout; anything else printed (library warnings) goes to stderr instead.
     protocol = os.fdopen(os.dup(1), "w", buffering=1, encoding="ascii")
     os.dup2(2, 1)
     from math_verify import LatexExtractionConfig, parse, verify
+
+    from ._math_answers import (
+        _THINK_CLOSE,
+        _THINK_OPEN,
+        _decide_without_sympy,
+        _looks_like_interval,
+        _normalise,
+        as_tuple_if_bare_list,
+        extract_answer,
+    )
 
     # The parent sends extracted answers, wrapped here in `\boxed{}`: the LaTeX extractor alone finds them, and
     # skipping math-verify's second (plain-expression) extractor saves time; it stays the fallback when LaTeX fails.
@@ -94,17 +111,42 @@ def _worker_main(parent_pid: int, soft_timeout: float) -> None:
         # math-verify logs and returns []/False on its own timeout; the elapsed time tells the two apart.
         return result, time.monotonic() - start >= seconds
 
+    golds: dict = {}  # gold solution -> its normalised answer (a gold is read once per generation of its prompt)
+
     def handle(request: dict) -> dict:
-        gold, gold_timed_out = timed(parse_answer, request["gold"])
+        solution, text = request["gold"], request["text"]
+        gold_answer = golds.get(solution)
+        if gold_answer is None:
+            answer = extract_answer(solution, require_anchor=False)
+            if answer is None:
+                return {"ok": False, "reason": f"error: no gold answer in solution {solution[:80]!r}"}
+            if len(golds) >= _WORKER_PARSE_CACHE_SIZE:
+                golds.clear()
+            gold_answer = golds[solution] = _normalise(answer)
+        pred_answer = extract_answer(text)
+        if pred_answer is None:
+            think_open = _THINK_OPEN in text and text.rfind(_THINK_CLOSE) < text.rfind(_THINK_OPEN)
+            return {
+                "ok": False,
+                "reason": "no_answer: " + ("unfinished <think> block" if think_open else "no (complete) answer"),
+            }
+        pred_answer = _normalise(pred_answer)
+        decision = _decide_without_sympy(gold_answer, pred_answer)
+        if decision is not None:
+            return {"ok": decision[0], "reason": decision[1]}
+        gold_text, pred_text = as_tuple_if_bare_list(gold_answer.text, pred_answer.text)
+        intervals = _looks_like_interval(gold_answer.text) or _looks_like_interval(pred_answer.text)
+        return verify_pair(gold_text, pred_text, intervals)
+
+    def verify_pair(gold_text: str, pred_text: str, intervals: bool) -> dict:
+        gold, gold_timed_out = timed(parse_answer, gold_text)
         if not gold:
             return {"ok": False, "reason": "timeout" if gold_timed_out else "error: gold answer unparsable"}
-        pred, pred_timed_out = timed(parse_answer, request["pred"])
+        pred, pred_timed_out = timed(parse_answer, pred_text)
         if not pred:
             return {"ok": False, "reason": "timeout" if pred_timed_out else "unparsable"}
-        ok, timed_out = timed(
-            verify, gold, pred, timeout_seconds=seconds, allow_set_relation_comp=request["intervals"]
-        )
-        return {"ok": bool(ok), "reason": "timeout" if timed_out and not ok else None}
+        ok, timed_out = timed(verify, gold, pred, timeout_seconds=seconds, allow_set_relation_comp=intervals)
+        return {"ok": bool(ok), "reason": "timeout" if timed_out and not ok else "math_verify"}
 
     # Warm-up: the first parse builds latex2sympy's ANTLR parser (~0.5 s); pay it before "ready", not on an item's
     # deadline.
@@ -206,7 +248,7 @@ class _WorkerPool:
             selector.close()
         return replies
 
-    def _send(self, worker: _Worker, pending: deque, requests: list[dict]) -> None:
+    def _send(self, worker: _Worker, pending: deque, requests: list[dict]) -> None:  # requests: {"gold", "text"}
         # Prefer an item with the gold answer this worker parsed last: its parse is cached there (a GRPO group is one
         # gold answer against several generations). A short scan keeps this O(1) per item.
         index = pending[0]

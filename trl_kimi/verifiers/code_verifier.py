@@ -9,14 +9,20 @@ Each run goes through three layers:
    `tuple`, `dict`, `set`, ..., size-limited) or an opaque handle for any other object. Comparisons, `math.isclose`,
    `abs(a - b) < tol`, `set(...)`, `sorted(...)` run here on data decoded here, with builtins and standard modules the
    program cannot touch; the expected values never enter the sandbox. Comparing, hashing or testing the truth of a
-   handle fails the run. Tests that cannot run this way (they pass a lambda or an object of their own to the program)
-   fall back to the in-process harness (layer 3's checks), counted as `code_verifier/fallback`.
+   handle fails the run. Responses are decoded in time linear in their size (capped at 4 MiB): integers are capped
+   at 2**17 bits and values whose hashes collide are refused before any set or dict is built. Every row runs this
+   way: a function, lambda or iterator the tests pass stays here and the program calls it back; helpers the row's
+   prompt defines are defined here from the prompt (a program redefining them changes nothing); any exception
+   escaping a call into the program fails the run, even if the tests catch it (`StopIteration` would end a loop of
+   the tests as a success).
 2. **Sandbox** ([bubblewrap](https://github.com/containers/bubblewrap)): only what the program needs is mounted:
    `/usr` and the interpreter's prefixes read-only (a venv anywhere, `/tmp` included, is bound back), a private
    size-limited tmpfs as `/tmp` and cwd, a read-only minimal `/dev`, the namespace's `/proc`; host files and unix
    sockets elsewhere do not exist in there. New pid/net/ipc/uts namespaces (no network), a new session, a cleared
-   environment, `--die-with-parent`. As root the sandbox also drops to a random unprivileged uid: root ignores
-   `RLIMIT_NPROC`, and that limit is what stops a fork bomb.
+   environment, `--die-with-parent`. No user namespace can be created inside (a seccomp filter refuses
+   `CLONE_NEWUSER`, and bwrap's `--disable-userns` where bwrap makes the sandbox's own user namespace): in one, the
+   program would be root and could mount a filesystem past the limits below. As root the sandbox also drops to a
+   random unprivileged uid: root ignores `RLIMIT_NPROC`, and that limit is what stops a fork bomb.
 3. **Limits**: the run's memory (all processes and its `/tmp` together) is bounded by a memory cgroup per run where
    this process may create one, else by `RLIMIT_AS` x `RLIMIT_NPROC`; disk by the tmpfs size; plus `RLIMIT_CPU`,
    `RLIMIT_FSIZE`, no core files, a wall-clock timeout and capped output. At the end the whole tree is killed: the
@@ -25,14 +31,16 @@ Each run goes through three layers:
 """
 
 import ctypes
+import errno
 import json
 import logging
 import os
+import platform
 import random
 import secrets
-import selectors
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -235,6 +243,53 @@ class _MemoryCgroups:
         logger.warning("Could not remove the code verifier's cgroup %s.", path)
 
 
+# Classic BPF for seccomp (linux/filter.h, linux/seccomp.h, linux/audit.h): the filter of `_seccomp_filter`.
+_BPF_LD_W_ABS, _BPF_JEQ, _BPF_JGE, _BPF_JSET, _BPF_RET = 0x20, 0x15, 0x35, 0x45, 0x06
+_SECCOMP_RET_ALLOW, _SECCOMP_RET_ERRNO = 0x7FFF0000, 0x00050000
+_CLONE_NEWUSER = 0x10000000
+# Per architecture: (AUDIT_ARCH_*, unshare, clone, clone3) syscall numbers.
+_SYSCALLS = {"x86_64": (0xC000003E, 272, 56, 435), "aarch64": (0xC00000B7, 97, 220, 435)}
+
+
+def _seccomp_filter() -> bytes | None:
+    """
+    A seccomp program refusing new user namespaces: `unshare` and `clone` with `CLONE_NEWUSER` fail with EPERM,
+    `clone3` (whose flags a filter cannot read) with ENOSYS, so the C library falls back to `clone`; syscalls of
+    another ABI (32-bit, x32) fail with ENOSYS. `None` on architectures without a table entry.
+    """
+    if platform.machine() not in _SYSCALLS:
+        return None
+    arch, unshare, clone, clone3 = _SYSCALLS[platform.machine()]
+    eperm, enosys = _SECCOMP_RET_ERRNO | errno.EPERM, _SECCOMP_RET_ERRNO | errno.ENOSYS
+    program = [  # (code, jump if true, jump if false, k); jumps count the instructions skipped
+        (_BPF_LD_W_ABS, 0, 0, 4),  # 0: A = seccomp_data.arch
+        (_BPF_JEQ, 1, 0, arch),  # 1: native ABI -> 3
+        (_BPF_RET, 0, 0, enosys),  # 2: another ABI
+        (_BPF_LD_W_ABS, 0, 0, 0),  # 3: A = seccomp_data.nr
+        (_BPF_JGE, 0, 1, 0x40000000),  # 4: x32 syscall numbers -> 5, else 6
+        (_BPF_RET, 0, 0, enosys),  # 5
+        (_BPF_JEQ, 0, 1, clone3),  # 6: clone3 -> 7, else 8
+        (_BPF_RET, 0, 0, enosys),  # 7
+        (_BPF_JEQ, 2, 0, unshare),  # 8: unshare -> 11
+        (_BPF_JEQ, 1, 0, clone),  # 9: clone -> 11
+        (_BPF_RET, 0, 0, _SECCOMP_RET_ALLOW),  # 10
+        (_BPF_LD_W_ABS, 0, 0, 16),  # 11: A = low 32 bits of args[0] (the flags of unshare and clone)
+        (_BPF_JSET, 0, 1, _CLONE_NEWUSER),  # 12: CLONE_NEWUSER -> 13, else 14
+        (_BPF_RET, 0, 0, eperm),  # 13
+        (_BPF_RET, 0, 0, _SECCOMP_RET_ALLOW),  # 14
+    ]
+    return b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
+
+
+def _supports_disable_userns(bwrap: str) -> bool:
+    """Whether this bubblewrap has `--disable-userns` (0.8.0 and later)."""
+    try:
+        usage = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--disable-userns" in usage
+
+
 def _children(pid: int) -> list[int]:
     """Direct children of `pid`, read from `/proc`."""
     try:
@@ -259,9 +314,8 @@ def _kill_marked_processes(marker: str) -> None:
 
 @dataclass
 class _Outcome:
-    status: str  # "pass", "fail", "timeout", "output_limit", "sandbox_error", "no_program"
+    status: str  # "pass", "fail", "timeout", "output_limit", "sandbox_error", "no_program", "bad_row"
     reason: str = ""
-    fallback: bool = False  # the tests ran in the program's interpreter (see `CodeVerifier`)
 
 
 class CodeVerifier:
@@ -275,11 +329,11 @@ class CodeVerifier:
     runs in parallel, each run bounded by `timeout`.
 
     The verdict is computed in this process, not in the program's: the sandboxed program only answers the calls the
-    tests make, with plain built-in values (see the module docstring). Tests that cannot be evaluated that way (they
-    pass a function or an object of their own to the program) fall back to a harness that shares the program's
-    interpreter and hardens it against the common hacks; with TRL's `log_metric`, the fraction of such runs is logged
-    as `code_verifier/fallback`, next to `code_verifier/timeouts`, `code_verifier/sandbox_errors` and
-    `code_verifier/no_program`. Failures are logged at debug level.
+    tests make, with plain built-in values (see the module docstring). Helpers that the row's prompt (TRL's `prompts`)
+    defines are the prompt's. A row whose tests cannot run (`test_list` given as one string, tests that do not
+    compile, an argument that cannot be sent to the program) scores 0 and is warned about once per column, with the
+    fix. With TRL's `log_metric`, the fractions `code_verifier/timeouts`, `code_verifier/sandbox_errors`,
+    `code_verifier/no_program` and `code_verifier/bad_rows` are logged. Failures are logged at debug level.
 
     Args:
         timeout (`float`, *optional*, defaults to `10.0`):
@@ -348,10 +402,11 @@ class CodeVerifier:
         self.max_parallel = max_parallel or os.cpu_count() or 1
         self.sandbox = sandbox
         self.__name__ = "code_reward"  # TRL names the reward's metrics after it
+        self._warned: set[str] = set()  # dataset problems already warned about, by column
         self._cgroups = _MemoryCgroups()
         self.memory_accounting = "cgroup" if self._cgroups.base else "rlimit"
         self.max_processes = max_processes or (64 if self._cgroups.base else 4)
-        # Root ignores RLIMIT_NPROC, so as root the sandbox drops to an unprivileged uid (see the module docstring).
+        # Root ignores RLIMIT_NPROC, so as root each run has a uid of its own (see the module docstring).
         self._drop_privileges = sandbox == "bwrap" and os.geteuid() == 0
         if sandbox == "none":
             warnings.warn(
@@ -373,13 +428,27 @@ class CodeVerifier:
 
     # ---------------------------------------------------------------------------------------------- sandbox set-up
     def _build_bwrap_arguments(self, bwrap: str) -> list[str]:
+        # No user namespace may be created inside the sandbox: in one, the program would be root and could mount a
+        # tmpfs of any size over the disk and memory limits. Two locks: a seccomp filter refusing CLONE_NEWUSER (as
+        # root and not), and, where bwrap itself makes a user namespace (not as root), `--disable-userns`.
         if self._drop_privileges:
-            # Root's bwrap does not create a user namespace and would keep every capability: keep only what the
-            # harness needs to drop to its uid (the kernel clears them at that point).
+            # Root's bwrap does not create a user namespace (mapping the sandbox to host root would exempt it from
+            # RLIMIT_NPROC) and would keep every capability: keep only what the harness needs to drop to its uid (the
+            # kernel clears them at that point).
             namespaces = ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
             capabilities = ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
         else:
-            namespaces, capabilities = ["--unshare-all"], []
+            namespaces, capabilities = ["--unshare-all", "--unshare-user"], []
+            if _supports_disable_userns(bwrap):
+                namespaces.append("--disable-userns")
+        if _seccomp_filter() is None:
+            warnings.warn(
+                f"The code verifier has no seccomp filter for this architecture ({platform.machine()}): a program may "
+                "create a user namespace inside the sandbox and mount a filesystem beyond its disk and memory limits"
+                + (" (bubblewrap's --disable-userns still prevents it)." if "--disable-userns" in namespaces else "."),
+                UserWarning,
+                stacklevel=3,
+            )
         # Only what the program needs is mounted: the system's libraries and the interpreter read-only, a private
         # size-limited tmpfs as `/tmp` (bound first, so a venv under the host's `/tmp` is bound back over it), a
         # minimal read-only `/dev` (its `shm` would be an unbounded writable tmpfs) and the namespace's `/proc`.
@@ -435,54 +504,47 @@ class CodeVerifier:
             "RLIMIT_CORE": 0,
         }
 
-    def _run(self, program: str, setup: str, tests: str, entry_point: str | None, serve: bool = True) -> _Outcome:
+    def _run(
+        self, program: str, setup: str, tests: str, entry_point: str | None, prompt: str | None = None
+    ) -> _Outcome:
         """
-        Runs one program against its tests in a fresh sandbox; never leaves a process behind. With `serve`, the tests
-        run here and only the program's calls in the sandbox; a row whose tests cannot be run that way falls back.
+        Runs one program against its tests in a fresh sandbox; never leaves a process behind. The tests run here and
+        only the program's calls in the sandbox (one harness for every row).
         """
-        outcome = self._launch(program, setup, tests, entry_point, serve)
-        if outcome is None:  # Unrewritable: the tests must share the program's interpreter
-            outcome = self._launch(program, setup, tests, entry_point, serve=False)
-            outcome.fallback = True
-        return outcome
-
-    def _launch(self, program: str, setup: str, tests: str, entry_point: str | None, serve: bool) -> _Outcome | None:
-        token = secrets.token_hex(16)
         uid = _SANDBOX_UID_BASE + random.randrange(_SANDBOX_UID_BASE) if self._drop_privileges else None
-        payload = {
-            "mode": "serve" if serve else "inprocess",
-            "program": program,
-            "limits": self._limits(),
-            "uid": uid,
-        }
-        if not serve:  # only the in-process harness sees the tests and the token
-            payload.update(token=token, setup=setup, tests=tests, entry_point=entry_point)
+        payload = {"program": program, "limits": self._limits(), "uid": uid}
         workdir = tempfile.mkdtemp(prefix="trl_kimi_code_") if self.sandbox == "none" else None
+        token = secrets.token_hex(8)
         cgroup = None
         # The payload travels in a memfd, not a file: the harness closes it before the program runs.
         payload_fd = os.memfd_create("trl_kimi_code_payload")
-        result_read, result_write = os.pipe()
+        response_read, response_write = os.pipe()
         output_read, output_write = os.pipe()
-        request_read, request_write = os.pipe() if serve else (-1, -1)
+        request_read, request_write = os.pipe()
+        seccomp_fd = -1
         process = None
         try:
             os.write(payload_fd, json.dumps(payload).encode())
             os.lseek(payload_fd, 0, os.SEEK_SET)
-            harness = [sys.executable, "-I", "-B", "-c", _HARNESS_SOURCE, str(payload_fd), str(result_write)]
-            pass_fds = [payload_fd, result_write]
-            if serve:
-                harness.append(str(request_read))
-                pass_fds.append(request_read)
+            harness = [sys.executable, "-I", "-B", "-c", _HARNESS_SOURCE]
+            harness += [str(payload_fd), str(response_write), str(request_read)]
+            pass_fds = [payload_fd, response_write, request_read]
             if self.sandbox == "bwrap":
-                command = [*self._bwrap_arguments, "--", *harness]
+                seccomp = []
+                if _seccomp_filter() is not None:  # bwrap reads the filter from a file descriptor, once per run
+                    seccomp_fd = os.memfd_create("trl_kimi_seccomp")
+                    os.write(seccomp_fd, _seccomp_filter())
+                    os.lseek(seccomp_fd, 0, os.SEEK_SET)
+                    seccomp, pass_fds = ["--seccomp", str(seccomp_fd)], [*pass_fds, seccomp_fd]
+                command = [*self._bwrap_arguments, *seccomp, "--", *harness]
                 env = {"PATH": _PATH}
                 marker = None
             else:
                 command = harness
-                marker = f"{_RUN_MARKER}={token[:16]}"
-                env = {"PATH": _PATH, "HOME": workdir, "LANG": "C.UTF-8", _RUN_MARKER: token[:16]}
+                marker = f"{_RUN_MARKER}={token}"
+                env = {"PATH": _PATH, "HOME": workdir, "LANG": "C.UTF-8", _RUN_MARKER: token}
             if self._cgroups.base:
-                cgroup = self._cgroups.create(f"trl_kimi_{token[:16]}", self.memory_limit_mb * 1024 * 1024)
+                cgroup = self._cgroups.create(f"trl_kimi_{token}", self.memory_limit_mb * 1024 * 1024)
                 # The shell joins the cgroup before exec'ing the sandbox, so no process of the run starts outside it.
                 procs = os.path.join(cgroup, "cgroup.procs")
                 command = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', procs, *command]
@@ -496,17 +558,17 @@ class CodeVerifier:
                 env=env,
                 start_new_session=True,  # its own process group, killed as a whole at the end
             )
-            for fd in (payload_fd, result_write, output_write, request_read):
+            for fd in (payload_fd, response_write, output_write, request_read, seccomp_fd):
                 if fd >= 0:
                     os.close(fd)
-            payload_fd = result_write = output_write = request_read = -1
-            if serve:
-                return self._judge(process, setup, tests, entry_point, request_write, result_read, output_read)
-            status, output, result = self._collect(process, output_read, result_read)
+            payload_fd = response_write = output_write = request_read = seccomp_fd = -1
+            return self._judge(setup, tests, entry_point, prompt, request_write, response_read, output_read)
         finally:
-            for fd in (payload_fd, result_write, output_write, output_read, result_read, request_read, request_write):
+            for fd in (payload_fd, response_write, output_write, output_read, response_read, request_read, seccomp_fd):
                 if fd >= 0:
                     os.close(fd)
+            if request_write >= 0:
+                os.close(request_write)
             if process is not None:
                 self._kill_tree(process, marker if self.sandbox == "none" else None)
             if cgroup is not None:
@@ -516,27 +578,17 @@ class CodeVerifier:
                     workdir, onerror=lambda *args: logger.warning("Could not remove %s: %s", args[1], args[2][1])
                 )
 
-        if status != "done":
-            return _Outcome(status, f"after {self.timeout:g}s" if status == "timeout" else "")
-        if result == f"PASS {token}\n".encode():
-            return _Outcome("pass")
-        text = output.decode("utf-8", errors="replace")
-        if not result and process.returncode != 0 and text.startswith("bwrap:"):
-            return _Outcome("sandbox_error", text.strip()[-500:])
-        reason = result.decode("utf-8", errors="replace").strip() or f"no result (exit status {process.returncode})"
-        return _Outcome("fail", f"{reason}; output: {text[-300:]!r}")
-
     def _judge(
         self,
-        process: subprocess.Popen,
         setup: str,
         tests: str,
         entry_point: str | None,
+        prompt: str | None,
         request_fd: int,
         response_fd: int,
         output_fd: int,
-    ) -> _Outcome | None:
-        """Runs the tests in this thread, the program's calls in the sandbox; `None` when they must fall back."""
+    ) -> _Outcome:
+        """Runs the tests in this thread, the program's calls in the sandbox."""
         deadline = time.monotonic() + self.timeout
         channel = _remote_tests.Channel(request_fd, response_fd, output_fd, deadline, self.max_output_bytes)
         # The tests are the dataset's code, but the values they loop over come from the program: a pure-Python loop
@@ -556,7 +608,7 @@ class CodeVerifier:
         timer.start()
         try:
             try:
-                _remote_tests.run_tests(channel, setup, tests, entry_point)
+                _remote_tests.run_tests(channel, setup, tests, entry_point, prompt)
             finally:
                 with lock:
                     state["active"] = False
@@ -570,8 +622,8 @@ class CodeVerifier:
                             pass
                     except _remote_tests.Deadline:
                         pass
-        except _remote_tests.Unrewritable:
-            return None
+        except _remote_tests.Unrewritable as error:
+            return _Outcome("bad_row", f"{error}")
         except _remote_tests.Deadline:
             return _Outcome("timeout", f"after {self.timeout:g}s")
         except _remote_tests.OutputLimit:
@@ -585,37 +637,9 @@ class CodeVerifier:
             return _Outcome("fail", f"{error!r}"[:1000])
         finally:
             channel.close()
-        if isinstance(channel.failure, _remote_tests.Unrewritable):
-            return None
+        if channel.failure is not None:  # swallowed by the tests
+            return _Outcome("fail", f"{channel.failure!r}"[:1000])
         return _Outcome("pass")
-
-    def _collect(self, process: subprocess.Popen, output_fd: int, result_fd: int) -> tuple[str, bytes, bytes]:
-        """Reads output (capped) and the result until both pipes close, the process is gone, or the deadline."""
-        deadline = time.monotonic() + self.timeout
-        buffers = {output_fd: bytearray(), result_fd: bytearray()}
-        exited_at = None
-        with selectors.DefaultSelector() as selector:
-            for fd in buffers:
-                selector.register(fd, selectors.EVENT_READ)
-            while selector.get_map():
-                now = time.monotonic()
-                if now >= deadline:
-                    return "timeout", bytes(buffers[output_fd]), bytes(buffers[result_fd])
-                if exited_at is None and os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT):
-                    exited_at = now  # leftover children may hold the pipes open: read what is there, then stop
-                if exited_at is not None and now - exited_at > _EXIT_GRACE_SECONDS:
-                    break
-                for key, _ in selector.select(timeout=min(deadline - now, _EXIT_GRACE_SECONDS)):
-                    chunk = os.read(key.fd, 65536)
-                    if not chunk:
-                        selector.unregister(key.fd)
-                        continue
-                    buffers[key.fd] += chunk
-                    if len(buffers[output_fd]) > self.max_output_bytes:
-                        return "output_limit", bytes(buffers[output_fd]), bytes(buffers[result_fd])
-                    if len(buffers[result_fd]) > 4096:  # the harness writes one short line
-                        return "done", bytes(buffers[output_fd]), bytes(buffers[result_fd])
-        return "done", bytes(buffers[output_fd]), bytes(buffers[result_fd])
 
     def _kill_tree(self, process: subprocess.Popen, marker: str | None) -> None:
         """Kills everything the run started and reaps it."""
@@ -638,7 +662,43 @@ class CodeVerifier:
             _kill_marked_processes(marker)
         process.wait()
 
-    # --------------------------------------------------------------------------------------------------- reward
+    # ---------------------------------------------------------------------------------------------------- reward
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(message)
+
+    def _bad_row(self, row: int, column: str, tests: Any, setup: str) -> str | None:
+        """Why a row's tests cannot run (warned once per column, with the fix), or `None`."""
+        if column == "test_list" and (
+            not isinstance(tests, (list, tuple)) or not all(isinstance(line, str) for line in tests)
+        ):
+            fix = (
+                "wrap it: dataset.map(lambda row: {'test_list': [row['test_list']]})"
+                if isinstance(tests, str)
+                else "give a list of `assert` lines"
+            )
+            problem = f"`test_list` of row {row} is a {type(tests).__name__}, not a list of str"
+            self._warn_once("test_list", f"{self.__name__}: {problem}; every completion of such rows scores 0; {fix}.")
+            return problem
+        if column == "test" and not isinstance(tests, str):
+            problem = f"`test` of row {row} is a {type(tests).__name__}, not a str"
+            self._warn_once(
+                "test", f"{self.__name__}: {problem}; such rows score 0; give the `check(candidate)` code."
+            )
+            return problem
+        code = "\n".join(tests) if column == "test_list" else tests
+        for name, source in (("test_setup_code", setup), (column, code)):
+            try:
+                compile(source, f"<{name}>", "exec", dont_inherit=True)
+            except (SyntaxError, ValueError) as error:
+                problem = f"`{name}` of row {row} does not compile ({error})"
+                self._warn_once(
+                    f"{name} compile", f"{self.__name__}: {problem}; such rows score 0; fix the dataset's tests."
+                )
+                return problem
+        return None
+
     def __call__(
         self,
         completions: list[Any],
@@ -649,7 +709,8 @@ class CodeVerifier:
     ) -> list[float]:
         """Scores `completions` against the row's tests; returns 1.0 (all tests ran and passed) or 0.0 per row."""
         setup_codes = kwargs.get("test_setup_code")
-        jobs: list[tuple[str, str, str, str | None] | None] = []
+        prompts = kwargs.get("prompts")
+        jobs: list[tuple[str, str, str, str | None, str | None] | None] = []
         outcomes: list[_Outcome | None] = []
         for row, completion in enumerate(completions):
             if test is not None and test[row] and entry_point is not None and entry_point[row]:
@@ -658,8 +719,9 @@ class CodeVerifier:
                         f"entry_point of row {row} must be a Python identifier, got {entry_point[row]!r}."
                     )
                 tests, setup, name = f"{test[row]}\ncheck({entry_point[row]})\n", "", entry_point[row]
+                column = "test"
             elif test_list is not None and test_list[row] is not None:
-                tests, name = "\n".join(test_list[row]) + "\n", None
+                tests, name, column = test_list[row], None, "test_list"
                 setup = (setup_codes[row] or "") if setup_codes is not None else ""
             else:
                 columns = sorted(k for k in kwargs if k not in ("trainer_state", "log_extra", "log_metric"))
@@ -670,6 +732,14 @@ class CodeVerifier:
                     f"test_list={None if test_list is None else test_list[row]!r:.40}; other columns: {columns}). "
                     "Add those columns to the dataset."
                 )
+            problem = self._bad_row(row, column, tests, setup)
+            if problem is not None:
+                outcomes.append(_Outcome("bad_row", problem))
+                jobs.append(None)
+                continue
+            if column == "test_list":
+                tests = "\n".join(tests) + "\n"
+            prompt = _remote_tests.prompt_code(prompts[row]) if prompts is not None else None
             text = completion_text(completion)
             program = _extract_program(text) if text else None
             if not program or not program.strip():
@@ -679,9 +749,9 @@ class CodeVerifier:
                 jobs.append(None)
             else:
                 outcomes.append(None)
-                jobs.append((program, setup, tests, name))
+                jobs.append((program, setup, tests, name, prompt))
 
-        def run(job: tuple[str, str, str, str | None]) -> _Outcome:
+        def run(job: tuple[str, str, str, str | None, str | None]) -> _Outcome:
             try:
                 return self._run(*job)
             except Exception as error:
@@ -696,6 +766,13 @@ class CodeVerifier:
             outcomes = [next(results) if outcome is None else outcome for outcome in outcomes]
 
         for row, outcome in enumerate(outcomes):
+            if outcome.status == "bad_row" and not outcome.reason.startswith("`"):  # found while running
+                self._warn_once(
+                    outcome.reason.split(" ", 2)[1],
+                    f"{self.__name__}: row {row} scores 0: {outcome.reason}. Plain data, functions, iterators and "
+                    "ranges can be sent to the sandboxed program, and a prompt's definitions must run in this process "
+                    "(they replace the program's); fix that row.",
+                )
             if outcome.status in ("timeout", "output_limit", "sandbox_error"):
                 logger.debug("code_reward row %d scores 0: %s %s", row, outcome.status, outcome.reason)
             elif outcome.status == "fail":
@@ -706,9 +783,9 @@ class CodeVerifier:
                 ("timeout", "timeouts"),
                 ("sandbox_error", "sandbox_errors"),
                 ("no_program", "no_program"),
+                ("bad_row", "bad_rows"),
             ):
                 log_metric(f"code_verifier/{name}", sum(o.status == status for o in outcomes) / len(outcomes))
-            log_metric("code_verifier/fallback", sum(o.fallback for o in outcomes) / len(outcomes))
         return [1.0 if outcome.status == "pass" else 0.0 for outcome in outcomes]
 
 

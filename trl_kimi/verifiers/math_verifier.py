@@ -5,9 +5,14 @@ https://huggingface.co/papers/2501.12599, §2.3; the spec's §7). The guiding ru
 verifier is unsure, the reward is 0, because a reward that can be fooled trains the policy to fool it.
 
 The code is split along the steps below: `_math_answers.py` holds the pure answer rules (extraction, normalisation,
-the decisions that need no sympy), `_math_worker.py` the worker pool, and this module the public API.
+the decisions that need no sympy), `_math_grammar.py` the allow-list grammar, `_math_worker.py` the worker pool, and
+this module the public API.
 
-How one item is scored:
+The trainer's process never parses model text: it takes the completion's text, drops an unfinished or closed
+`<think>` block and keeps the last 8,192 characters (string methods of linear cost), and sends the rest to a worker,
+where every step below runs under the item's deadline.
+
+How one item is scored, in a worker:
 
 1. **Extract** the final answer from the last 8,192 characters of the completion (after a closed `</think>`; nothing
    from an unfinished thinking block; a chat template's next turn and "I hope it is correct." cut off): the last
@@ -16,43 +21,39 @@ How one item is scored:
    "#### ...", or a line "A: ..." (GSM8K few-shot), else the value the last sentence ends with: a completion that is
    only the answer (`18`, `$18`, `18 dollars`, `$\\frac{9}{2}$`), or a concluding sentence ("Therefore ... is 19.").
    A last sentence that is a question, ends in prose, or repeats the question after other sentences has no answer.
-   The gold `solution` may be a worked solution (MATH `\\boxed{}`, GSM8K `#### 18`) or a bare answer.
-2. **Normalise** both strings with small named rules (units, `\\$`, `%`, degrees, thousands separators, magnitude
-   words, scientific notation, repeating decimals, a scalar times a vector, column vectors, `x \\in [a, b]`). Words
-   that change a value are never units (`5 hundredths`, `2 squared`, `5 or more`, `at least 5`), and an equation
-   between different numbers (`3 = 5`) is no answer: such answers score 0.
-3. **Decide in the parent** what is certain without sympy: plain numbers are compared exactly with
-   [`fractions.Fraction`] (the fast path, most of GSM8K), clock times, lists against one value, sets against
-   ordered tuples, and two closed-form numbers (`3\\sqrt{13}`, `-\\frac{\\pi}{6}`, `6 - 5i`, `0.15`) whose values differ
-   by far more than math-verify's 6-decimal rounding are unequal (values that close, or anything with a variable,
-   text or a subscript, go to sympy). An item that raises here scores 0 with a logged reason; the batch goes on.
-4. **Otherwise ask a worker process** running math-verify (results are cached in the parent, normalised gold answers
-   too, and duplicates in a batch are sent once). Workers are fresh interpreters started with `subprocess` (like
-   multiprocessing's "spawn", never a fork of the trainer, which has torch and threads loaded, and without spawn's
-   re-import of the trainer's `__main__`); they run one item at a time, and one that passes the per-item deadline is
-   SIGKILLed and replaced, and the item scores 0. Workers exit when stdin closes, and on Linux the kernel kills them
-   when the parent dies.
+   The gold `solution` may be a worked solution (MATH `\\boxed{}`, GSM8K `#### 18`) or a bare answer. An answer
+   longer than 1,000 characters scores 0.
+2. **Normalise** both strings with small named rules (unit words of a fixed list, `\\$`, `%`, degrees, thousands
+   separators, magnitude words, scientific notation, repeating decimals, a scalar times a vector, column vectors,
+   `x \\in [a, b]`).
+3. **The grammar** (`_math_grammar.py`, an allow-list): the prediction may use numbers, structural LaTeX, the
+   arithmetic symbols, and unit words from a fixed list (any case, in any `\\text`-like macro); any other word,
+   variable, command, relation or symbol must be in the gold. What it refuses scores 0, whatever sympy would say
+   (`5 \\textit{Hundredths}`, `5i^2`, `\\text{3} = 5`, `3 \\equiv 5`, `f(2) = 5`). Commas follow
+   `_math_grammar.COMMA_RULE` (`58,500` is a number, `-2,1` a list).
+4. **Decide without sympy** what is certain: plain numbers are compared exactly with [`fractions.Fraction`] (the
+   fast path, most of GSM8K), clock times, lists against one value, sets against ordered tuples, and two closed-form
+   numbers (`3\\sqrt{13}`, `-\\frac{\\pi}{6}`, `6 - 5i`, `0.15`) whose values differ by far more than math-verify's
+   6-decimal rounding are unequal.
+5. **Otherwise run math-verify** in the same worker (results are cached in the parent, and duplicates in a batch are
+   sent once). Workers are fresh interpreters started with `subprocess` (like multiprocessing's "spawn", never a fork
+   of the trainer, which has torch and threads loaded, and without spawn's re-import of the trainer's `__main__`);
+   they run one item at a time, and one that passes the per-item deadline is SIGKILLed and replaced, and the item
+   scores 0. Workers exit when stdin closes, and on Linux the kernel kills them when the parent dies.
+
+So one call's worst case is bounded: each item costs at most `timeout` in a worker (plus a worker restart when it
+hits it), `num_workers` items at a time; the parent's own work is linear in the completions' length.
 """
 
 import atexit
+import hashlib
 import logging
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 from ._completion import completion_text
-from ._math_answers import (
-    _THINK_CLOSE,
-    _THINK_OPEN,
-    TAIL_CHARS,
-    _decide_in_parent,
-    _looks_like_interval,
-    _normalise,
-    _Normalised,
-    as_tuple_if_bare_list,
-    extract_answer,
-    normalise_answer,
-)
+from ._math_answers import _THINK_CLOSE, _THINK_OPEN, TAIL_CHARS, extract_answer, normalise_answer
 from ._math_worker import _WorkerPool
 
 
@@ -61,7 +62,6 @@ __all__ = ["TAIL_CHARS", "MathVerifier", "extract_answer", "math_reward", "norma
 logger = logging.getLogger(__name__)
 
 _RESULT_CACHE_SIZE = 65536  # worker results kept by the parent; a few MB of short strings
-_GOLD_CACHE_SIZE = 65536  # normalised gold answers kept by the parent
 
 
 # Fractions of a batch logged through TRL's `log_metric`, by the reason prefixes of `MathVerifier.verify_batch`.
@@ -70,6 +70,7 @@ _METRIC_REASONS = {
     "math_verifier/timeouts": ("timeout",),
     "math_verifier/errors": ("error", "worker_crashed"),
     "math_verifier/fast_path": ("exact", "fast_path"),
+    "math_verifier/refused": ("refused",),
 }
 
 
@@ -80,20 +81,23 @@ class MathVerifier:
     Instances are reward functions for TRL's `GRPOTrainer` (and [`~trl_kimi.KimiMirrorDescentTrainer`]): they take
     `completions` and the dataset column `solution` (a bare answer such as `"\frac{14}{3}"`, or a worked MATH/GSM8K
     solution), and accept and ignore TRL's other keyword arguments. If `log_metric` is passed (TRL does), the fractions
-    of items with no answer, timeouts, errors (worker crashes included) and fast-path decisions are logged as
-    `math_verifier/no_answer`, `math_verifier/timeouts`, `math_verifier/errors` and `math_verifier/fast_path`.
+    of items with no answer, timeouts, errors (worker crashes included), fast-path decisions and answers the grammar
+    refused are logged as `math_verifier/no_answer`, `math_verifier/timeouts`, `math_verifier/errors`,
+    `math_verifier/fast_path` and `math_verifier/refused`.
 
     Equivalence is math-verify's plus the rules in this module (units, `\$`, `%`, degrees, thousands separators,
-    scientific notation, repeating decimals, intervals vs inequalities, clock times, column vectors vs tuples), and
-    never a false positive on purpose: `\{1,2\}` (a set) never equals `(2,1)` (a tuple), `1.000` is one, not a
-    thousand, `4:30` without a.m./p.m. equals only `4:30` and `04:30`, a list (`5, 6`, `5 \text{ or } 6`, `\pm 5`)
-    never equals one value, and words that change a value (`5 hundredths`, `5 or more`) or a false equation
-    (`3 = 5`) score 0.
+    scientific notation, repeating decimals, intervals vs inequalities, clock times, column vectors vs tuples), behind
+    an allow-list grammar: a prediction may add to the gold's vocabulary only numbers, structural LaTeX, arithmetic
+    and unit words of a fixed list (any case, any `\text`-like macro); any other word, variable, relation or symbol
+    scores 0. Never a false positive on purpose: `\{1,2\}` (a set) never equals `(2,1)` (a tuple), `1.000` is one,
+    not a thousand, `-2,1` is a list, not `-2.1`, `4:30` without a.m./p.m. equals only `4:30` and `04:30`, a list
+    (`5, 6`, `5 \text{ or } 6`, `\pm 5`) never equals one value. Every parse of model text runs in a worker
+    process under the per-item deadline; the trainer's process only slices the text.
 
     Args:
         timeout (`float`, *optional*, defaults to `10.0`):
-            Hard deadline in seconds for verifying one item in a worker. Past it, the worker is SIGKILLed and replaced
-            and the item scores 0 (logged, and counted in `math_verifier/timeouts`). Each of math-verify's own timed
+            Hard deadline in seconds for verifying one item in a worker, reading the answer included. Past it, the
+            worker is SIGKILLed and replaced and the item scores 0 (logged, and counted in `math_verifier/timeouts`). Each of math-verify's own timed
             steps (parse gold, parse prediction, compare) gets a quarter of it (whole seconds, at least 1), so most
             pathological items stop there without losing the worker.
         num_workers (`int`, *optional*, defaults to `2`):
@@ -122,8 +126,8 @@ class MathVerifier:
         self.__name__ = "math_reward"
         self._pool: _WorkerPool | None = None
         self._atexit: Callable[[], None] | None = None
-        self._cache: dict[tuple[str, str, bool], float] = {}  # (gold, prediction, intervals) -> worker's reward
-        self._gold_cache: dict[str, _Normalised] = {}  # gold solution -> its normalised answer
+        # (solution, digest of the completion's tail) -> (reward, reason); digests keep the cache a few MB
+        self._cache: dict[tuple[str, bytes], tuple[float, str]] = {}
 
     def __call__(self, completions: list, solution: list[str] | None = None, **kwargs) -> list[float]:
         if solution is None:
@@ -161,73 +165,60 @@ class MathVerifier:
         """
         rewards, reasons = [0.0] * len(completions), [""] * len(completions)
         # Items for the workers, deduplicated: in GRPO the generations of a prompt often give the same answer.
-        pending: dict[tuple[str, str, bool], list[int]] = {}
+        pending: dict[tuple[str, bytes], list[int]] = {}
+        texts: dict[tuple[str, bytes], str] = {}
         for i, (completion, gold_solution) in enumerate(zip(completions, solutions)):
             if not isinstance(gold_solution, str):
                 raise ValueError(
                     f"solution[{i}] must be a string (the gold answer), got {type(gold_solution).__name__}: "
                     f"{gold_solution!r}; fix the dataset row."
                 )
-            try:
-                outcome = self._prepare(completion, gold_solution, i)
-            except Exception as error:  # noqa: BLE001 - one bad item scores 0 (logged), the batch goes on
-                outcome = f"error: {type(error).__name__}: {error}"[:300]
-            if isinstance(outcome, tuple) and isinstance(outcome[0], bool):
-                rewards[i], reasons[i] = float(outcome[0]), outcome[1]
-            elif isinstance(outcome, tuple):
-                if outcome in self._cache:
-                    rewards[i], reasons[i] = self._cache[outcome], "cached"
-                else:
-                    pending.setdefault(outcome, []).append(i)
-            else:
+            outcome = self._prepare(completion)
+            if isinstance(outcome, str):
                 reasons[i] = outcome
-            if reasons[i].startswith(("no_answer: completion is", "error")):
-                logger.warning("%s: item %d scored 0: %s", self.__name__, i, reasons[i])
+                if outcome.startswith("no_answer: completion is"):
+                    logger.warning("%s: item %d scored 0: %s", self.__name__, i, outcome)
+                continue
+            (text,) = outcome
+            key = (gold_solution, hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest())
+            if key in self._cache:
+                # A math-verify result reused says so; a decision without sympy keeps its reason (and metric).
+                reward, reason = self._cache[key]
+                rewards[i], reasons[i] = reward, "cached" if reason == "math_verify" else reason
+            else:
+                pending.setdefault(key, []).append(i)
+                texts[key] = text
         if pending:
-            requests = [{"gold": gold, "pred": pred, "intervals": intervals} for gold, pred, intervals in pending]
+            requests = [{"gold": key[0], "text": texts[key]} for key in pending]
             for (key, items), reply in zip(pending.items(), self._get_pool().run(requests)):
-                reward, reason = (1.0 if reply["ok"] is True else 0.0), reply["reason"] or "math_verify"
-                if (
-                    reason == "math_verify"
-                ):  # only definite answers are cached; a timeout may pass on a quieter machine
+                reward, reason = (1.0 if reply["ok"] is True else 0.0), reply["reason"]
+                # Only definite answers are cached: a timeout may pass on a quieter machine.
+                if not reason.startswith(("timeout", "error", "worker_crashed")):
                     if len(self._cache) >= _RESULT_CACHE_SIZE:
                         self._cache.clear()
-                    self._cache[key] = reward
+                    self._cache[key] = (reward, reason)
                 for i in items:
                     rewards[i], reasons[i] = reward, reason
                     if reason.startswith(("timeout", "error", "worker_crashed")):
                         logger.warning("%s: item %d scored 0: %s", self.__name__, i, reason)
         return rewards, reasons
 
-    def _prepare(
-        self, completion: Any, gold_solution: str, index: int
-    ) -> tuple[bool, str] | tuple[str, str, bool] | str:
-        """One item in the parent: `(correct, reason)` when decided here, a worker request key `(gold, pred,
-        intervals)`, or the reason it scores 0."""
-        gold = self._gold_cache.get(gold_solution)
-        if gold is None:
-            gold_answer = extract_answer(gold_solution, require_anchor=False)
-            if gold_answer is None:
-                return f"error: no gold answer in solution[{index}] {gold_solution[:80]!r}"
-            # A gold answer is verified once per generation of its prompt: extracted and normalised once.
-            if len(self._gold_cache) >= _GOLD_CACHE_SIZE:
-                self._gold_cache.clear()
-            gold = self._gold_cache[gold_solution] = _normalise(gold_answer)
+    @staticmethod
+    def _prepare(completion: Any) -> tuple[str] | str:
+        """`(text,)`: the part of one completion a worker reads, or the reason it scores 0. Only `str` methods of
+        linear cost touch the model's text here: everything else runs in a worker, under the item's deadline."""
         text = completion_text(completion)
         if text is None:
             return f"no_answer: completion is {'None' if completion is None else type(completion).__name__}"
         if not text.strip():
             return "no_answer: empty completion"
-        pred_answer = extract_answer(text)
-        if pred_answer is None:
-            think_open = _THINK_OPEN in text and text.rfind(_THINK_CLOSE) < text.rfind(_THINK_OPEN)
-            return "no_answer: " + ("unfinished <think> block" if think_open else "no (complete) answer")
-        pred = _normalise(pred_answer)
-        decision = _decide_in_parent(gold, pred)
-        if decision is not None:
-            return decision
-        gold_text, pred_text = as_tuple_if_bare_list(gold.text, pred.text)
-        return gold_text, pred_text, _looks_like_interval(gold.text) or _looks_like_interval(pred.text)
+        if _THINK_OPEN in text or _THINK_CLOSE in text:
+            open_at, close_at = text.rfind(_THINK_OPEN), text.rfind(_THINK_CLOSE)
+            if close_at < open_at:
+                return "no_answer: unfinished <think> block"
+            text = text[close_at + len(_THINK_CLOSE) :]
+        # The answer is at the end: the worker reads the last TAIL_CHARS characters only.
+        return (text[-TAIL_CHARS:],)
 
     def _get_pool(self) -> _WorkerPool:
         if self._pool is None:
