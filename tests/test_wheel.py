@@ -1,5 +1,6 @@
 """Packaging: the built wheel holds the package, its card template, the examples and the accelerate configs; installed
-in a fresh virtual environment (outside the repository) it runs `trl-kimi` and a few steps of the demo."""
+in a fresh virtual environment (outside the repository) it runs `trl-kimi` and a few steps of the demo. That venv sees
+torch & co. in the running environment's site-packages, never the base interpreter's (empty on a fresh machine)."""
 
 import json
 import os
@@ -24,6 +25,14 @@ def running_site_packages() -> list[str]:
     dirs = [*site.getsitepackages(), *([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])]
     dirs += [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages")]
     return [d for d in dict.fromkeys(os.path.abspath(d) for d in dirs) if os.path.isdir(d)]
+
+
+def test_the_fresh_venv_sees_the_running_environments_packages_not_the_checkout():
+    import torch
+
+    dirs = running_site_packages()
+    assert any(Path(torch.__file__).resolve().is_relative_to(Path(d).resolve()) for d in dirs), dirs
+    assert not any(Path(d).resolve() == REPO for d in dirs)
 
 
 @pytest.mark.slow
