@@ -24,13 +24,13 @@ reaching the verifier, a `None` reward counts as wrong. [`EvalResult`] holds its
 import itertools
 import json
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean
 from typing import Any
 
+import numpy as np
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
@@ -86,16 +86,6 @@ def avg_at_n(correct: Sequence[Sequence[float]]) -> float:
 def mean_pass_at_k(correct: Sequence[Sequence[float]], k: int, threshold: float = 1.0) -> float:
     """pass@k averaged over problems; a sample is correct when its reward is >= `threshold`."""
     return fmean(pass_at_k(len(s), sum(r >= threshold for r in s), k) for s in correct)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0 ≤ q ≤ 100) with linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        raise ValueError("percentile of no values.")
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low, high = math.floor(position), math.ceil(position)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 # ---------------------------------------------------------------------------------------------------- datasets
@@ -235,9 +225,9 @@ class EvalResult:
             accuracy=avg_at_n(correct),
             pass_at_k={x: mean_pass_at_k(correct, x) for x in sorted(set(k))},
             mean_tokens=fmean(lengths),
-            p50_tokens=percentile(lengths, 50),
-            p90_tokens=percentile(lengths, 90),
-            p99_tokens=percentile(lengths, 99),
+            p50_tokens=float(np.percentile(lengths, 50)),
+            p90_tokens=float(np.percentile(lengths, 90)),
+            p99_tokens=float(np.percentile(lengths, 99)),
             truncated_fraction=fmean(not s.finished for s in flat),
             num_problems=len(samples),
             num_samples=max(len(group) for group in samples),
