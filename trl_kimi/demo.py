@@ -326,6 +326,7 @@ Reproduce: `python -m trl_kimi.demo --seed {args.seed}` ({seconds / 60:.1f} min 
         config_values=card_config_values(trainer.args),
         metrics=card_metrics(trainer.state.log_history, names=CARD_METRICS),
         extra_sections=results,
+        license_fields={"license": "apache-2.0"},  # trained from scratch by this package's (Apache-2.0) code
     )
     return str(card)
 
