@@ -39,6 +39,7 @@ from .generation import Prompt, sample_completions
 
 logger = logging.getLogger(__name__)
 
+
 # ---------------------------------------------------------------------------------------------------- pure metrics
 def pass_at_k(n: int, c: int, k: int) -> float:
     r"""

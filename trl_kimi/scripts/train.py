@@ -126,17 +126,6 @@ def train(script_args: TrainScriptArguments, training_args, model_args: ModelCon
     from ..trainer import KimiMirrorDescentTrainer
 
     # Checked before anything is loaded: a wrong reward name or a missing sandbox should not cost a model load.
-    if not script_args.dataset_name:
-        raise ValueError(
-            "No dataset given: pass --dataset_name <Hub id, local .jsonl/.json/.csv/.parquet file or folder>, or "
-            f"--dataset_name {BUILTIN_DATASET} for the builtin toy task (chain sums, generated offline)."
-        )
-    if script_args.dataset_streaming:
-        raise ValueError(
-            "--dataset_streaming is not supported by trl-kimi train: the Kimi trainer samples prompts from a "
-            "map-style dataset (the datasets library caches the download once). Drop the flag; --max_train_samples "
-            "keeps the first N rows."
-        )
     verifier, reward_names = split_rewards(script_args.reward)
     check_sandbox(verifier)  # `--reward code`; `auto` is checked once the dataset's columns have resolved it
     if model_args.use_peft or model_args.load_in_4bit or model_args.load_in_8bit:
@@ -147,6 +136,17 @@ def train(script_args: TrainScriptArguments, training_args, model_args: ModelCon
     if (model_args.load_in_4bit or model_args.load_in_8bit) and not model_args.use_peft:
         raise ValueError(
             "--load_in_4bit/--load_in_8bit train quantized weights only through LoRA (QLoRA): add --use_peft."
+        )
+    if not script_args.dataset_name:
+        raise ValueError(
+            "No dataset given: pass --dataset_name <Hub id, local .jsonl/.json/.csv/.parquet file or folder>, or "
+            f"--dataset_name {BUILTIN_DATASET} for the builtin toy task (chain sums, generated offline)."
+        )
+    if script_args.dataset_streaming:
+        raise ValueError(
+            "--dataset_streaming is not supported by trl-kimi train: the Kimi trainer samples prompts from a "
+            "map-style dataset (the datasets library caches the download once). Drop the flag; --max_train_samples "
+            "keeps the first N rows."
         )
 
     ################
