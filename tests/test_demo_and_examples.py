@@ -71,7 +71,7 @@ def test_demo_writes_model_card_plot_and_results(tmp_path):
     assert "license: apache-2.0" in card and "length penalty (weight 0.5" in card
     assert (tmp_path / "model" / "model.safetensors").exists() and (tmp_path / "model" / "tokenizer.json").exists()
     assert (tmp_path / "warm_start" / "model.safetensors").exists()
-    assert (tmp_path / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert set(results["training_accuracy"]) == {"first_tenth", "last_tenth"}
 
 

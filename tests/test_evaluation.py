@@ -19,8 +19,8 @@ from trl_kimi.evaluation import (
     pass_at_k,
     sample_and_score,
     score_finished,
-    to_eval_dataset,
 )
+from trl_kimi.prompts import make_prompt_dataset
 from trl_kimi.scripts.evaluate import EvalArguments, run_eval
 from trl_kimi.tasks import arithmetic
 from trl_kimi.verifiers import math_reward
@@ -71,16 +71,20 @@ def test_bad_n_and_k():
         avg_at_n([])
 
 
-def test_to_eval_dataset_formats_and_missing_columns():
+def test_make_prompt_dataset_formats_and_missing_columns():
     gsm8k = Dataset.from_dict({"question": ["1 + 1?"], "answer": ["1 + 1 = 2\n#### 2"]})
-    row = to_eval_dataset(gsm8k, "gsm8k", system_prompt="Be brief.")[0]
+    row = make_prompt_dataset(gsm8k, "gsm8k", system_prompt="Be brief.")[0]
     assert row["prompt"][0] == {"role": "system", "content": "Be brief."}
     assert row["prompt"][1]["role"] == "user" and row["prompt"][1]["content"].startswith("1 + 1?\n\n")
     assert row["solution"] == "1 + 1 = 2\n#### 2"
     with pytest.raises(ValueError, match="no column 'problem'"):
-        to_eval_dataset(gsm8k, "math500")
+        make_prompt_dataset(gsm8k, "math500")
     with pytest.raises(ValueError, match="Unknown benchmark format"):
-        to_eval_dataset(gsm8k, "mmlu")
+        make_prompt_dataset(gsm8k, "mmlu")
+    math = Dataset.from_dict({"problem": ["1 + 1?"], "solution": ["So $\\boxed{2}$."], "level": ["Level 1"]})
+    row = make_prompt_dataset(math, "math", conversational=False)[0]  # the MATH train set: problem/solution
+    assert row["prompt"].startswith("1 + 1?\n\nPlease reason") and row["solution"] == "So $\\boxed{2}$."
+    assert row["level"] == "Level 1"  # other columns are kept
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ The main job on the embedded default: Kimi k1.5 mirror-descent RL on a tiny mode
 5. Measure again; save the model, its tokenizer and a model card; plot before/after and the training curves.
 
 Written to `--output_dir`: `model/` (weights, tokenizer, card with the results), `warm_start/` (the SFT model),
-`demo.png` and `results.json`. One progress bar covers the whole run.
+`training_curves.png` and `results.json`. One progress bar covers the whole run.
 
 ```bash
 python -m trl_kimi.demo --output_dir runs/demo
@@ -392,7 +392,7 @@ def main(args: DemoArguments) -> dict:
     seconds = time.perf_counter() - start
     (final_dir / "README.md").write_text(demo_model_card(args, before, after, seconds, trainer))
     penalty_from = round(args.length_penalty_warmup * args.rl_steps) if args.length_penalty_weight > 0 else None
-    plot_results(before, after, trainer.state.log_history, out / "demo.png", penalty_from)
+    plot_results(before, after, trainer.state.log_history, out / "training_curves.png", penalty_from)
 
     timings = {name: round(value, 1) for name, value in timings.items()}
     curve = [row[ACCURACY_KEY] for row in trainer.state.log_history if ACCURACY_KEY in row]
@@ -413,7 +413,7 @@ def main(args: DemoArguments) -> dict:
         f"[trl-kimi demo] pass@1 (T=1.0) {before['accuracy']:.3f} -> {after['accuracy']:.3f}, "
         f"greedy {before['greedy_accuracy']:.3f} -> {after['greedy_accuracy']:.3f}, "
         f"mean tokens {before['mean_tokens']:.1f} -> {after['mean_tokens']:.1f}, {seconds / 60:.1f} min. "
-        f"Model and card: {final_dir}, plot: {out / 'demo.png'}"
+        f"Model and card: {final_dir}, plot: {out / 'training_curves.png'}"
     )
     return results
 
