@@ -12,9 +12,9 @@ Kimi k1.5 online mirror descent on GSM8K (or a MATH-style dataset) with a Hub mo
 The reward is `trl_kimi.verifiers.math_reward` (math-verify plus the normalisations it misses, never a false
 positive), optionally with Kimi's length penalty (`--length_penalty_weight`, report §2.3.3) and the repetition
 penalty (`--repetition_penalty_reward`). Prompts are built exactly as `trl-kimi train` and `trl-kimi eval` build them
-(`trl_kimi.evaluation.to_eval_dataset`: the problem and the `\\boxed{}` instruction in the user turn), so a model
+(`trl_kimi.prompts.make_prompt_dataset`: the problem and the `\\boxed{}` instruction in the user turn), so a model
 trained here is evaluated on the prompts it was trained on. GSM8K rows (`question`, `answer` ending in `#### 42`) and
-MATH rows (`problem`, `answer`) are both understood; data comes from the Hub (`--dataset_name`) or local JSON Lines
+MATH rows (`problem` with `answer`, or with a `solution` ending in `\\boxed{}`) are understood; data comes from the Hub (`--dataset_name`) or local JSON Lines
 files (`--train_file`, `--eval_file`).
 
 One GPU, vLLM colocated (`pip install "trl-kimi[vllm]"`); 2 optimizer steps per generated batch, so tau acts:
@@ -49,8 +49,8 @@ from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from trl_kimi import KimiConfig, KimiMirrorDescentTrainer, LengthPenaltyReward
 from trl_kimi.distributed import end_training
-from trl_kimi.evaluation import to_eval_dataset
 from trl_kimi.hub import load_dataset_any
+from trl_kimi.prompts import make_prompt_dataset
 from trl_kimi.rewards import RepetitionPenaltyReward
 from trl_kimi.verifiers import math_reward
 
@@ -95,7 +95,7 @@ class KimiMathScriptArguments(ScriptArguments):
 
 
 def load_split(script_args: KimiMathScriptArguments, file: str | None, split: str, limit: int | None):
-    """GSM8K (`question`/`answer`) or MATH (`problem`/`answer`) rows → TRL's conversational `prompt` + `solution`,
+    """GSM8K (`question`/`answer`) or MATH (`problem`/`answer` or `problem`/`solution`) rows → TRL's conversational `prompt` + `solution`,
     the format of `trl-kimi train` and `trl-kimi eval`."""
     if file is None and script_args.dataset_name is None:
         raise ValueError("Pass --train_file (a local JSON Lines file) or --dataset_name (a Hub dataset).")
@@ -103,13 +103,21 @@ def load_split(script_args: KimiMathScriptArguments, file: str | None, split: st
         file or script_args.dataset_name, script_args.dataset_config, split=split, num_rows=limit
     )
     columns = dataset.column_names
-    benchmark = "gsm8k" if "question" in columns else "math500" if "problem" in columns else None
+    benchmark = (
+        "gsm8k"
+        if "question" in columns
+        else "math500"
+        if {"problem", "answer"} <= set(columns)
+        else "math"
+        if {"problem", "solution"} <= set(columns)
+        else None
+    )
     if benchmark is None:
         raise ValueError(
             f"Unknown row format with columns {sorted(columns)}: expected GSM8K (question, answer) or MATH "
-            "(problem, answer)."
+            "(problem, answer; or problem, solution)."
         )
-    return to_eval_dataset(dataset, benchmark, conversational=True, system_prompt=script_args.system_prompt)
+    return make_prompt_dataset(dataset, benchmark, conversational=True, system_prompt=script_args.system_prompt)
 
 
 def reward_funcs(script_args: KimiMathScriptArguments) -> list:

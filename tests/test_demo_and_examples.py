@@ -67,10 +67,24 @@ def test_demo_writes_model_card_plot_and_results(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())["after"] == results["after"]
     card = (tmp_path / "model" / "README.md").read_text()
     assert "Results on the embedded task" in card and "2501.12599" in card and "trl-kimi" in card
-    assert f"| {results['after']['accuracy']:.3f} |" in card and "| `tau` | 0.1 |" in card
+    assert f"| {results['after']['accuracy']:.3f} |" in card and "| `tau` | 1.0 |" in card
+    assert "license: apache-2.0" in card and "length penalty (weight 0.5" in card
     assert (tmp_path / "model" / "model.safetensors").exists() and (tmp_path / "model" / "tokenizer.json").exists()
     assert (tmp_path / "warm_start" / "model.safetensors").exists()
     assert (tmp_path / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(results["training_accuracy"]) == {"first_tenth", "last_tenth"}
+
+
+def test_demo_length_penalty_follows_the_recipe():
+    """The demo's rewards: the exact verifier, then Kimi's length penalty judged by it and switched on after a
+    warm-up (the report trains without it first); a weight of 0 leaves the verifier alone."""
+    args = demo.DemoArguments(rl_steps=200)
+    verifier, penalty = demo.rl_rewards(args)
+    assert verifier is arithmetic.addition_reward and penalty.correctness_reward == "addition_reward"
+    assert penalty.scale(49, max_steps=200) == 0.0 and penalty.scale(50, max_steps=200) == 1.0
+    rewards = penalty.compute([3, 10, 26, 26], [True, True, True, False], num_generations=4, step=60, max_steps=200)
+    assert rewards == pytest.approx([0.25, 0.5 * (0.5 - 7 / 23), -0.25, -0.25])  # weight 0.5 x the spec's lambda
+    assert demo.rl_rewards(demo.DemoArguments(length_penalty_weight=0.0)) == [arithmetic.addition_reward]
 
 
 def test_arithmetic_example(tmp_path):

@@ -1,4 +1,4 @@
-"""avg@n, the unbiased pass@k estimator (hand values), percentiles, the one sample-and-score loop and its rules on the
+"""avg@n, the unbiased pass@k estimator (hand values), the one sample-and-score loop and its rules on the
 tiny model, `trl-kimi eval` agreeing with the long2short report, bad input."""
 
 import json
@@ -16,11 +16,10 @@ from trl_kimi.evaluation import (
     avg_at_n,
     mean_pass_at_k,
     pass_at_k,
-    percentile,
     sample_and_score,
     score_finished,
-    to_eval_dataset,
 )
+from trl_kimi.prompts import make_prompt_dataset
 from trl_kimi.scripts.evaluate import EvalArguments, run_eval
 from trl_kimi.tasks import arithmetic
 from trl_kimi.verifiers import math_reward
@@ -56,10 +55,7 @@ def test_avg_at_n_and_mean_pass_at_k():
     assert mean_pass_at_k(correct, 1) == pytest.approx(avg_at_n(correct))  # pass@1 averaged is avg@n
 
 
-def test_percentile_matches_numpy():
-    values = [3, 1, 4, 1, 5, 9, 2, 6]
-    for q in (0, 10, 50, 90, 99, 100):
-        assert percentile(values, q) == pytest.approx(np.percentile(values, q))
+def test_accuracy_within_budget():
     assert accuracy_within_budget([3, 5, 9, 9], [1.0, 0.0, 1.0, 1.0], [4, 8, 9]) == [0.25, 0.25, 0.75]
 
 
@@ -74,16 +70,20 @@ def test_bad_n_and_k():
         avg_at_n([])
 
 
-def test_to_eval_dataset_formats_and_missing_columns():
+def test_make_prompt_dataset_formats_and_missing_columns():
     gsm8k = Dataset.from_dict({"question": ["1 + 1?"], "answer": ["1 + 1 = 2\n#### 2"]})
-    row = to_eval_dataset(gsm8k, "gsm8k", system_prompt="Be brief.")[0]
+    row = make_prompt_dataset(gsm8k, "gsm8k", system_prompt="Be brief.")[0]
     assert row["prompt"][0] == {"role": "system", "content": "Be brief."}
     assert row["prompt"][1]["role"] == "user" and row["prompt"][1]["content"].startswith("1 + 1?\n\n")
     assert row["solution"] == "1 + 1 = 2\n#### 2"
     with pytest.raises(ValueError, match="no column 'problem'"):
-        to_eval_dataset(gsm8k, "math500")
+        make_prompt_dataset(gsm8k, "math500")
     with pytest.raises(ValueError, match="Unknown benchmark format"):
-        to_eval_dataset(gsm8k, "mmlu")
+        make_prompt_dataset(gsm8k, "mmlu")
+    math = Dataset.from_dict({"problem": ["1 + 1?"], "solution": ["So $\\boxed{2}$."], "level": ["Level 1"]})
+    row = make_prompt_dataset(math, "math", conversational=False)[0]  # the MATH train set: problem/solution
+    assert row["prompt"].startswith("1 + 1?\n\nPlease reason") and row["solution"] == "So $\\boxed{2}$."
+    assert row["level"] == "Level 1"  # other columns are kept
 
 
 @pytest.fixture(scope="module")
@@ -243,3 +243,31 @@ def test_trl_kimi_eval_and_long2short_report_agree(tmp_path):
     for phase in ("before", "after"):
         for name in ("accuracy", "mean_tokens", "truncated_fraction", "p90_tokens"):
             assert stage[phase][name] == pytest.approx(summary[name], abs=1e-4), (phase, name)  # results.json rounds
+
+
+def test_hf_sampling_ignores_the_checkpoints_generation_config():
+    """Training and vLLM sample with temperature/top_p/top_k only: a repetition penalty or min_p saved in the
+    checkpoint's generation_config must not change what the evaluation samples."""
+    from trl_kimi.generation import sample_completions
+
+    tokenizer = arithmetic.make_tokenizer()
+    plain = tiny_model(tokenizer)
+    shaped = tiny_model(tokenizer)  # same seed, same weights
+    shaped.generation_config.repetition_penalty = 50.0
+    shaped.generation_config.min_p = 0.9
+    shaped.generation_config.no_repeat_ngram_size = 1
+    prompts = ["a3b5c8d2=", "a1b1="]
+    for temperature in (1.0, 0.0):
+        texts = [
+            [c.text for c in group]
+            for model in (plain, shaped)
+            for group in sample_completions(model, tokenizer, prompts, 3, max_new_tokens=12, temperature=temperature)
+        ]
+        assert texts[:2] == texts[2:]
+    # ... and the checkpoint's settings would have changed them (the test can fail).
+    torch.manual_seed(0)
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    assert not torch.equal(
+        plain.generate(**batch, max_new_tokens=12, do_sample=False),
+        shaped.generate(**batch, max_new_tokens=12, do_sample=False),
+    )

@@ -49,7 +49,7 @@ def test_card_content(trained):
     assert "| `accuracy` | 0.125 |" in card and "| `pass@2` | 0.25 |" in card
     # how to use: from_pretrained on the folder (no Hub id was set)
     assert f'from_pretrained("{out}")' in card
-    assert "license: apache-2.0" in card
+    assert "\nlicense:" not in card  # a model made from scratch here has no base model licence to inherit
 
 
 def test_saved_folder_layout_and_reload(trained):
@@ -132,7 +132,12 @@ def test_unknown_model_id_or_unreadable_folder(tmp_path, monkeypatch):
 
 
 def test_load_dataset_any(tmp_path):
-    assert load_dataset_any("chain-sum", num_rows=3).column_names == ["prompt", "answer"]
+    from trl_kimi.scripts._common import load_rows
+
+    # the toy task is served by the command line's layer, by name; the hub layer does not know it
+    assert load_rows("chain-sum", None, "train", num_rows=3, seed=0).column_names == ["prompt", "answer"]
+    with pytest.raises(ValueError, match="Cannot load dataset 'chain-sum'"):
+        load_dataset_any("chain-sum")
     path = tmp_path / "rows.jsonl"
     path.write_text('{"question": "1+1?", "answer": "#### 2"}\n{"question": "2+2?", "answer": "#### 4"}\n')
     assert load_dataset_any(str(path), num_rows=1)["question"] == ["1+1?"]

@@ -4,45 +4,47 @@ The main job on the embedded default: Kimi k1.5 mirror-descent RL on a tiny mode
 1. Build a character-level tokenizer and a small Qwen2 from scratch (`trl_kimi.tasks.arithmetic`).
 2. Warm start: a short SFT with TRL's `SFTTrainer` on a mix of long (chain of thought) and short answers, as
    imperfect as real demonstrations: half of the short answers are one too high.
-3. Measure accuracy on a held-out split (pass@1 averaged over samples at the RL temperature, and greedy).
-4. RL with [`KimiMirrorDescentTrainer`] and the task's exact verifier as reward.
-5. Measure again; save the model, its tokenizer and a model card; plot reward and completion length per step.
+3. Measure accuracy on a held-out split (pass@1 averaged over samples at the RL temperature, and greedy) and length.
+4. RL with [`KimiMirrorDescentTrainer`], the task's exact verifier as reward and the recipe's length penalty
+   ([`LengthPenaltyReward`], switched on after a warm-up: the report trains without it first).
+5. Measure again; save the model, its tokenizer and a model card; plot before/after and the training curves.
 
 Written to `--output_dir`: `model/` (weights, tokenizer, card with the results), `warm_start/` (the SFT model),
-`training_curves.png` and `results.json`.
+`training_curves.png` and `results.json`. One progress bar covers the whole run.
 
 ```bash
 python -m trl_kimi.demo --output_dir runs/demo
 ```
 
-Every flag has a default that fits 2 CPU cores and 10 minutes; `python -m trl_kimi.demo --help` lists them.
+Every flag has a default that fits 2 CPU cores; `python -m trl_kimi.demo --help` lists them. Importing this module
+changes nothing (no environment variable, no thread count): only `main` acts.
 """
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import fmean
 
+import torch
+from datasets import Dataset, disable_progress_bars
+from tqdm.auto import tqdm
+from transformers import HfArgumentParser, PrinterCallback, TrainerCallback, set_seed
+from transformers.utils import logging as transformers_logging
+from trl import SFTConfig, SFTTrainer
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here needs the Hub; never wait on it
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+from trl_kimi import KimiConfig, KimiMirrorDescentTrainer, LengthPenaltyReward
+from trl_kimi.model_card import CARD_METRICS, card_config_values, card_metrics, generate_kimi_model_card
+from trl_kimi.tasks import arithmetic
 
-import torch  # noqa: E402
-from datasets import Dataset  # noqa: E402
-from transformers import HfArgumentParser, set_seed  # noqa: E402
-from trl import SFTConfig, SFTTrainer  # noqa: E402
 
-from trl_kimi import KimiConfig, KimiMirrorDescentTrainer  # noqa: E402
-from trl_kimi.hub import BUILTIN_DATASET  # noqa: E402
-from trl_kimi.model_card import CARD_METRICS, card_config_values, card_metrics, generate_kimi_model_card  # noqa: E402
-from trl_kimi.tasks import arithmetic  # noqa: E402
+DATASET_NAME = "chain-sum"  # the card's dataset: the builtin task of `trl-kimi train --dataset_name chain-sum`
+ACCURACY_KEY = "rewards/addition_reward/mean"  # the verifier's column of TRL's log: accuracy without the penalty
 
 
 @dataclass
 class DemoArguments:
-    """Sizes of the embedded run. The defaults finish in under 10 minutes on 2 CPU cores."""
+    """Sizes of the embedded run. The defaults fit a 2-core CPU (see the README for the measured times)."""
 
     output_dir: str = field(default="runs/demo", metadata={"help": "Where the model, card, plot and results go."})
     seed: int = field(default=0, metadata={"help": "Seed of the datasets, the model initialisation and training."})
@@ -65,7 +67,16 @@ class DemoArguments:
     eval_samples: int = field(default=4, metadata={"help": "Samples per held-out prompt for the sampled pass@1."})
     rl_steps: int = field(default=200, metadata={"help": "Optimizer steps of the RL phase."})
     rl_learning_rate: float = field(default=5e-5, metadata={"help": "Learning rate of the RL phase (constant)."})
-    tau: float = field(default=0.1, metadata={"help": "Kimi tau: the l2 pull towards the iteration's policy."})
+    tau: float = field(
+        default=1.0,
+        metadata={"help": "Kimi tau: the l2 pull towards the iteration's policy (1.0: short answers, as here)."},
+    )
+    length_penalty_weight: float = field(
+        default=0.5, metadata={"help": "Weight of the length penalty (0 turns it off)."}
+    )
+    length_penalty_warmup: float = field(
+        default=0.25, metadata={"help": "Fraction of the RL steps trained without the length penalty first."}
+    )
     num_generations: int = field(default=8, metadata={"help": "Samples per prompt, k."})
     prompts_per_batch: int = field(default=16, metadata={"help": "Prompts per generated batch."})
     steps_per_generation: int = field(
@@ -74,6 +85,12 @@ class DemoArguments:
     max_completion_length: int = field(default=64, metadata={"help": "Token cap of a completion."})
     hidden_size: int = field(default=128, metadata={"help": "Width of the tiny Qwen2."})
     num_layers: int = field(default=4, metadata={"help": "Depth of the tiny Qwen2."})
+    num_threads: int = field(
+        default=1,
+        metadata={
+            "help": "CPU threads of torch. The model is tiny: more threads add overhead, and far more on a busy CPU."
+        },
+    )
 
 
 def make_datasets(args: DemoArguments) -> tuple[Dataset, Dataset, Dataset]:
@@ -98,7 +115,29 @@ def make_datasets(args: DemoArguments) -> tuple[Dataset, Dataset, Dataset]:
     return sft_dataset, eval_dataset, train_dataset
 
 
-def warm_start(args: DemoArguments, model, tokenizer, sft_dataset) -> None:
+class _RunProgress(TrainerCallback):
+    """One tqdm bar over the demo's whole run: each SFT and RL optimizer step is one unit, each evaluation a few."""
+
+    def __init__(self, bar: tqdm):
+        self.bar = bar
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.bar.update(1)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        reward = (logs or {}).get(ACCURACY_KEY)
+        if reward is not None:
+            self.bar.set_postfix(reward=f"{reward:.2f}", refresh=False)
+
+
+def _quiet(trainer, bar: tqdm):
+    """The trainer without its per-log printing (the demo's bar reports progress), with the bar's callback."""
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(_RunProgress(bar))
+    return trainer
+
+
+def warm_start(args: DemoArguments, model, tokenizer, sft_dataset, bar: tqdm | None = None) -> None:
     """Short SFT on both answer formats with TRL's SFTTrainer (loss on the completion only)."""
     config = SFTConfig(
         output_dir=str(Path(args.output_dir) / "sft"),
@@ -118,7 +157,24 @@ def warm_start(args: DemoArguments, model, tokenizer, sft_dataset) -> None:
         disable_tqdm=True,
         seed=args.seed,
     )
-    SFTTrainer(model=model, args=config, train_dataset=sft_dataset, processing_class=tokenizer).train()
+    trainer = SFTTrainer(model=model, args=config, train_dataset=sft_dataset, processing_class=tokenizer)
+    if bar is not None:
+        _quiet(trainer, bar)
+    trainer.train()
+
+
+def rl_rewards(args: DemoArguments) -> list:
+    """The exact verifier, then (with a weight > 0) the length penalty judged by it after its warm-up."""
+    rewards = [arithmetic.addition_reward]
+    if args.length_penalty_weight > 0:
+        rewards.append(
+            LengthPenaltyReward(
+                correctness_reward=arithmetic.addition_reward.__name__,
+                weight=args.length_penalty_weight,
+                warmup_steps=args.length_penalty_warmup,
+            )
+        )
+    return rewards
 
 
 def rl_config(args: DemoArguments) -> KimiConfig:
@@ -151,8 +207,13 @@ def rl_config(args: DemoArguments) -> KimiConfig:
     )
 
 
-def plot_history(log_history: list[dict], path: Path) -> None:
-    """Reward and mean completion length per RL step, one PNG (skipped, with the fix, without matplotlib)."""
+def _running_mean(values: list[float], window: int) -> list[float]:
+    return [fmean(values[max(0, i - window + 1) : i + 1]) for i in range(len(values))]
+
+
+def plot_results(before: dict, after: dict, log_history: list[dict], path: Path, penalty_from: int | None) -> None:
+    """One PNG read at a glance: held-out pass@1 and mean length before/after RL as bars, then the training accuracy
+    and completion length per step, smoothed (skipped, with the fix, without matplotlib)."""
     try:
         import matplotlib
     except ImportError:
@@ -162,23 +223,39 @@ def plot_history(log_history: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [row for row in log_history if "reward" in row]
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6), gridspec_kw={"width_ratios": [1, 0.8, 1.6, 1.6]})
+    colors = ["tab:gray", "tab:green"]
+    labels = ["after SFT", "after Kimi RL"]
+    ax = axes[0]
+    for i, key in enumerate(("accuracy", "greedy_accuracy")):
+        for j, result in enumerate((before, after)):
+            bar = ax.bar(i + (j - 0.5) * 0.38, result[key], 0.36, color=colors[j], label=labels[j] if i == 0 else None)
+            ax.bar_label(bar, fmt="%.2f", fontsize=8)
+    ax.set(xticks=[0, 1], xticklabels=["pass@1 (T=1)", "greedy"], ylim=(0, 1), title="Held-out accuracy")
+    ax.legend(loc="upper left", fontsize=8)
+    ax = axes[1]
+    for j, result in enumerate((before, after)):
+        ax.bar_label(ax.bar(j, result["mean_tokens"], 0.6, color=colors[j]), fmt="%.1f", fontsize=8)
+    ax.set(xticks=[0, 1], xticklabels=labels, ylabel="tokens", title="Held-out answer length")
+
+    rows = [row for row in log_history if ACCURACY_KEY in row]
     steps = [row["step"] for row in rows]
-    fig, (ax_reward, ax_length) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, key, color in ((ax_reward, "reward", "tab:blue"), (ax_length, "completions/mean_length", "tab:orange")):
+    window = max(1, len(rows) // 8)  # one generated batch is noisy: a running mean shows the trend
+    for ax, key, color, title in (
+        (axes[2], ACCURACY_KEY, "tab:blue", "Training reward (accuracy)"),
+        (axes[3], "completions/mean_length", "tab:orange", "Training answer length (tokens)"),
+    ):
         values = [row[key] for row in rows]
-        window = max(1, len(values) // 10)  # one generated batch is noisy: overlay a running mean
-        smooth = [fmean(values[max(0, i - window + 1) : i + 1]) for i in range(len(values))]
-        ax.plot(steps, values, color=color, alpha=0.35, label="per step")
-        ax.plot(steps, smooth, color=color, label=f"running mean ({window})")
-        ax.legend(loc="lower right", fontsize=8)
-    ax_reward.set(xlabel="step", ylabel="mean reward (accuracy)", title="Reward per step", ylim=(0, 1))
-    ax_length.set(xlabel="step", ylabel="tokens", title="Mean completion length per step")
-    for ax in (ax_reward, ax_length):
+        ax.plot(steps, values, color=color, alpha=0.25, linewidth=0.8)
+        ax.plot(steps, _running_mean(values, window), color=color, linewidth=2, label=f"running mean ({window})")
+        if penalty_from is not None:
+            ax.axvline(penalty_from, color="black", linestyle=":", linewidth=1, label="length penalty on")
+        ax.set(xlabel="RL step", title=title)
+        ax.legend(loc="best", fontsize=8)
         ax.grid(alpha=0.3)
-    fig.suptitle("trl-kimi: KimiMirrorDescentTrainer on the embedded chain-sum task")
+    fig.suptitle("trl-kimi demo: SFT warm start, then KimiMirrorDescentTrainer (chain-sum task)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -206,6 +283,12 @@ def evaluate(args: DemoArguments, model, tokenizer, dataset) -> dict[str, float]
 def demo_model_card(args: DemoArguments, before: dict, after: dict, seconds: float, trainer) -> str:
     """The card of the demo model, through the package's one card writer (`trl_kimi.model_card`): method, config,
     training metrics, then what the model is, what it scored and how to reproduce it."""
+    penalty = (
+        f" plus Kimi's length penalty (weight {args.length_penalty_weight}, on after "
+        f"{args.length_penalty_warmup:.0%} of the RL steps)"
+        if args.length_penalty_weight > 0
+        else ""
+    )
     results = f"""## Results on the embedded task
 
 A {args.hidden_size}-wide, {args.num_layers}-layer Qwen2 (character-level tokenizer) trained from scratch on the \
@@ -228,7 +311,7 @@ SFT: {args.num_sft_examples} examples, {args.long_fraction:.0%} with the chain o
 carry a slip (imperfect demonstrations). RL: {args.rl_steps} optimizer steps, {args.prompts_per_batch} prompts x \
 {args.num_generations} samples per generated batch, {args.steps_per_generation} optimizer steps per batch, learning \
 rate {args.rl_learning_rate} (warm-up {args.rl_warmup_steps} steps), tau = {args.tau}, reward 1 for an exact final \
-answer.
+answer{penalty}.
 
 Reproduce: `python -m trl_kimi.demo --seed {args.seed}` ({seconds / 60:.1f} min on the machine of this run).
 """
@@ -236,53 +319,70 @@ Reproduce: `python -m trl_kimi.demo --seed {args.seed}` ({seconds / 60:.1f} min 
         model_name="kimi-chain-sum-tiny",
         model_id=f"{args.output_dir}/model",
         base_model=None,
-        dataset_name=BUILTIN_DATASET,
+        dataset_name=DATASET_NAME,
         tags=list(trainer._tag_names),
         trainer_name=trainer._name,
         paper=trainer._paper,
         config_values=card_config_values(trainer.args),
         metrics=card_metrics(trainer.state.log_history, names=CARD_METRICS),
         extra_sections=results,
+        license_fields={"license": "apache-2.0"},  # trained from scratch by this package's (Apache-2.0) code
     )
     return str(card)
 
 
 def main(args: DemoArguments) -> dict:
+    """Run the demo (SFT warm start, evaluation, Kimi RL, evaluation, save) and return its figures."""
+    if not 0.0 <= args.length_penalty_warmup < 1.0:
+        raise ValueError(
+            f"length_penalty_warmup is a fraction of rl_steps in [0, 1), got {args.length_penalty_warmup}."
+        )
     start = time.perf_counter()
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    torch.set_num_threads(args.num_threads)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     set_seed(args.seed)
+    disable_progress_bars()  # datasets' and transformers' bars per map and per save: the demo's own bar says it all
+    transformers_logging.disable_progress_bar()
+    eval_units = max(1, args.rl_steps // 20)  # an evaluation takes about as long as this many RL steps
+    bar = tqdm(total=args.sft_steps + args.rl_steps + 2 * eval_units, desc="SFT warm start", unit="step")
 
     # ----------------------------------------------------------------- model and data
     tokenizer = arithmetic.make_tokenizer()
     model = arithmetic.make_model(tokenizer, args.hidden_size, args.num_layers, seed=args.seed)
     sft_dataset, eval_dataset, train_dataset = make_datasets(args)
-    print(f"[trl-kimi demo] tiny Qwen2: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+    bar.write(f"[trl-kimi demo] tiny Qwen2: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
 
     # ----------------------------------------------------------------- warm start
     timings = {"setup_s": time.perf_counter() - start}  # where the minutes go, in results.json
     mark = time.perf_counter()
-    warm_start(args, model, tokenizer, sft_dataset)
+    warm_start(args, model, tokenizer, sft_dataset, bar)
     timings["sft_s"], mark = time.perf_counter() - mark, time.perf_counter()
     model.save_pretrained(out / "warm_start")  # the starting point of examples/kimi_arithmetic.py and long2short
     tokenizer.save_pretrained(out / "warm_start")
+    bar.set_description("held-out evaluation")
     before = evaluate(args, model, tokenizer, eval_dataset)
+    bar.update(eval_units)
     timings["eval_before_s"], mark = time.perf_counter() - mark, time.perf_counter()
-    print(f"[trl-kimi demo] after SFT warm start: {json.dumps(before)}")
+    bar.write(f"[trl-kimi demo] after SFT warm start: {json.dumps(before)}")
 
     # ----------------------------------------------------------------- Kimi RL
+    bar.set_description("Kimi RL")
     trainer = KimiMirrorDescentTrainer(
         model=model,
-        reward_funcs=arithmetic.addition_reward,
+        reward_funcs=rl_rewards(args),
         args=rl_config(args),
         train_dataset=train_dataset,
         processing_class=tokenizer,
     )
-    trainer.train()
+    _quiet(trainer, bar).train()
     timings["rl_s"], mark = time.perf_counter() - mark, time.perf_counter()
+    bar.set_description("held-out evaluation")
     after = evaluate(args, trainer.model, tokenizer, eval_dataset)
+    bar.update(eval_units)
     timings["eval_after_s"] = time.perf_counter() - mark
+    bar.set_description("done")
+    bar.close()
     print(f"[trl-kimi demo] after Kimi RL:        {json.dumps(after)}")
 
     # ----------------------------------------------------------------- save, card, plot
@@ -291,12 +391,18 @@ def main(args: DemoArguments) -> dict:
     tokenizer.save_pretrained(str(final_dir))
     seconds = time.perf_counter() - start
     (final_dir / "README.md").write_text(demo_model_card(args, before, after, seconds, trainer))
-    plot_history(trainer.state.log_history, out / "training_curves.png")
+    penalty_from = round(args.length_penalty_warmup * args.rl_steps) if args.length_penalty_weight > 0 else None
+    plot_results(before, after, trainer.state.log_history, out / "training_curves.png", penalty_from)
 
     timings = {name: round(value, 1) for name, value in timings.items()}
+    curve = [row[ACCURACY_KEY] for row in trainer.state.log_history if ACCURACY_KEY in row]
+    tenth = max(1, len(curve) // 10)
     results = {
         "before": before,
         "after": after,
+        "training_accuracy": {"first_tenth": fmean(curve[:tenth]), "last_tenth": fmean(curve[-tenth:])}
+        if curve
+        else None,
         "seconds": round(seconds, 1),
         "timings": timings,
         "args": asdict(args),

@@ -24,13 +24,13 @@ reaching the verifier, a `None` reward counts as wrong. [`EvalResult`] holds its
 import itertools
 import json
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean
 from typing import Any
 
+import numpy as np
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
@@ -38,8 +38,6 @@ from .generation import Prompt, sample_completions
 
 
 logger = logging.getLogger(__name__)
-
-BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
 # ---------------------------------------------------------------------------------------------------- pure metrics
@@ -86,90 +84,6 @@ def avg_at_n(correct: Sequence[Sequence[float]]) -> float:
 def mean_pass_at_k(correct: Sequence[Sequence[float]], k: int, threshold: float = 1.0) -> float:
     """pass@k averaged over problems; a sample is correct when its reward is >= `threshold`."""
     return fmean(pass_at_k(len(s), sum(r >= threshold for r in s), k) for s in correct)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0 ≤ q ≤ 100) with linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        raise ValueError("percentile of no values.")
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low, high = math.floor(position), math.ceil(position)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-# ---------------------------------------------------------------------------------------------------- datasets
-@dataclass(frozen=True)
-class BenchmarkFormat:
-    """
-    Which column of a benchmark holds the problem and which the gold answer, and how the problem is asked.
-
-    Args:
-        prompt_column (`str`): column with the problem text.
-        answer_column (`str`): column with the gold answer (bare, `\\boxed{}` solution or GSM8K `#### 18`), passed to
-            the verifier as `solution`.
-        instruction (`str`): appended to the problem (blank line between), e.g. the request for a `\\boxed{}` answer.
-    """
-
-    prompt_column: str
-    answer_column: str
-    instruction: str = BOXED_INSTRUCTION
-
-
-# The formats of the local JSONL copies of the benchmarks (as the tests use them) and of their Hub versions. AIME
-# sets on the Hub (e.g. AI-MO/aimo-validation-aime, the report's AIME 2024) use the MATH-500 columns: problem/answer.
-BENCHMARK_FORMATS: dict[str, BenchmarkFormat] = {
-    "math500": BenchmarkFormat("problem", "answer"),
-    "gsm8k": BenchmarkFormat("question", "answer"),
-    "aime": BenchmarkFormat("problem", "answer"),
-}
-
-
-def to_eval_dataset(
-    dataset: Dataset,
-    benchmark: str | BenchmarkFormat = "math500",
-    conversational: bool = True,
-    system_prompt: str | None = None,
-) -> Dataset:
-    r"""
-    A benchmark's rows → `prompt` (a user message asking for a `\boxed{}` answer, or plain text) and `solution`.
-
-    Other columns are kept (a verifier may need them, e.g. `test_list` for code). Raises a `ValueError` naming the
-    missing column and the columns present.
-
-    ```python
-    >>> rows = Dataset.from_dict({"question": ["2 + 2?"], "answer": ["2 + 2 = 4\n#### 4"]})
-    >>> to_eval_dataset(rows, "gsm8k", conversational=False)[0]["prompt"]
-    '2 + 2?\n\nPlease reason step by step, and put your final answer within \\boxed{}.'
-
-    ```
-    """
-    if isinstance(benchmark, str):
-        if benchmark not in BENCHMARK_FORMATS:
-            raise ValueError(
-                f"Unknown benchmark format {benchmark!r}; use one of {sorted(BENCHMARK_FORMATS)}, or pass "
-                "--prompt_column and --answer_column."
-            )
-        benchmark = BENCHMARK_FORMATS[benchmark]
-    missing = [c for c in (benchmark.prompt_column, benchmark.answer_column) if c not in dataset.column_names]
-    if missing:
-        raise ValueError(
-            f"The dataset has no column {missing[0]!r} (columns: {dataset.column_names}). Pick the benchmark format "
-            f"that matches ({', '.join(f'{k}: {v.prompt_column}/{v.answer_column}' for k, v in BENCHMARK_FORMATS.items())}) "
-            "or name the columns with --prompt_column / --answer_column."
-        )
-
-    def convert(row: dict) -> dict:
-        text = row[benchmark.prompt_column]
-        text = f"{text}\n\n{benchmark.instruction}" if benchmark.instruction else text
-        if not conversational:
-            return {"prompt": text, "solution": str(row[benchmark.answer_column])}
-        messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-        messages.append({"role": "user", "content": text})
-        return {"prompt": messages, "solution": str(row[benchmark.answer_column])}
-
-    drop = [c for c in ("prompt", "solution") if c in dataset.column_names]
-    return dataset.map(convert, remove_columns=drop)
 
 
 # ---------------------------------------------------------------------------------------------------- sample and score
@@ -235,9 +149,9 @@ class EvalResult:
             accuracy=avg_at_n(correct),
             pass_at_k={x: mean_pass_at_k(correct, x) for x in sorted(set(k))},
             mean_tokens=fmean(lengths),
-            p50_tokens=percentile(lengths, 50),
-            p90_tokens=percentile(lengths, 90),
-            p99_tokens=percentile(lengths, 99),
+            p50_tokens=float(np.percentile(lengths, 50)),
+            p90_tokens=float(np.percentile(lengths, 90)),
+            p99_tokens=float(np.percentile(lengths, 99)),
             truncated_fraction=fmean(not s.finished for s in flat),
             num_problems=len(samples),
             num_samples=max(len(group) for group in samples),
@@ -374,7 +288,7 @@ def sample_and_score(
     if "prompt" not in dataset.column_names:
         raise ValueError(
             f"The dataset needs a 'prompt' column (columns: {dataset.column_names}); convert a benchmark with "
-            "trl_kimi.evaluation.to_eval_dataset."
+            "trl_kimi.prompts.make_prompt_dataset."
         )
     if len(dataset) == 0:
         raise ValueError("The dataset is empty: no prompts to sample.")

@@ -121,6 +121,18 @@ def sample_completions(
     return [group * num_samples if greedy else group for group in grouped]
 
 
+# Logits processors a checkpoint's generation_config may switch on, at the values that switch them off.
+NEUTRAL_SAMPLING = {
+    "repetition_penalty": 1.0,
+    "min_p": 0.0,
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_repetition_penalty": 1.0,
+}
+
+
 def _sample_with_generate(
     model, tokenizer, texts, draws, max_new_tokens, temperature, top_p, top_k, batch_size, seed, progress
 ) -> list[Completion]:
@@ -131,6 +143,9 @@ def _sample_with_generate(
         if temperature == 0
         else {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k}
     )
+    # Only these settings shape the distribution, as in training and on the vLLM path: `generate` fills every setting
+    # left unset from the checkpoint's generation_config (e.g. a repetition penalty or min_p), so neutralise them.
+    sampling.update(NEUTRAL_SAMPLING)
     was_training, padding_side = model.training, tokenizer.padding_side
     model.eval()
     tokenizer.padding_side = "left"  # generate appends to the right end of every row

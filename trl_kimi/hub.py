@@ -1,4 +1,4 @@
-"""
+r"""
 Loading a checkpoint by Hub id or local folder, and loading a dataset by Hub id, local file or folder, with errors
 that say what was tried and how to fix it.
 
@@ -9,9 +9,12 @@ TRL's: `trainer.push_to_hub()` uploads the output folder (weights, tokenizer, th
 [`~trl_kimi.model_card`]).
 
 ```python
+>>> import tempfile, pathlib
 >>> from trl_kimi.hub import load_dataset_any
->>> load_dataset_any("chain-sum", num_rows=3).column_names
-['prompt', 'answer']
+>>> rows = pathlib.Path(tempfile.mkdtemp()) / "rows.jsonl"
+>>> _ = rows.write_text('{"problem": "1 + 1?", "solution": "2"}\n')
+>>> load_dataset_any(str(rows)).column_names
+['problem', 'solution']
 
 ```
 """
@@ -24,7 +27,6 @@ from datasets import Dataset, load_dataset, load_from_disk
 from transformers import AutoConfig, AutoProcessor, AutoTokenizer
 
 
-BUILTIN_DATASET = "chain-sum"  # trl_kimi.tasks.arithmetic: trains offline, no download
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
 
 
@@ -50,10 +52,12 @@ def _require_peft(what: str) -> None:
         raise ImportError(f"{what} needs peft: pip install 'trl-kimi[peft]'.")
 
 
-def check_model_name_or_path(name_or_path: str | None, revision: str | None = None, what: str = "model") -> None:
+def check_model_name_or_path(
+    name_or_path: str | None, revision: str | None = None, what: str = "model", trust_remote_code: bool = False
+) -> None:
     """
     Raise a `ValueError` unless `name_or_path` is a folder with a `config.json`, a LoRA adapter folder whose base
-    model resolves, or a Hub model id that resolves.
+    model resolves, or a Hub model id that resolves (with its own code when `trust_remote_code`).
 
     Offline (`HF_HUB_OFFLINE=1`) a Hub id resolves only when it is already in the local cache.
     """
@@ -63,7 +67,7 @@ def check_model_name_or_path(name_or_path: str | None, revision: str | None = No
     base = adapter_base_model(name_or_path) if path.is_dir() else None
     if base is not None:
         try:
-            check_model_name_or_path(base, what="base model")
+            check_model_name_or_path(base, what="base model", trust_remote_code=trust_remote_code)
         except ValueError as error:
             raise ValueError(
                 f"LoRA adapter folder {name_or_path!r}: its base model {base!r} (base_model_name_or_path in "
@@ -81,7 +85,7 @@ def check_model_name_or_path(name_or_path: str | None, revision: str | None = No
             raise ValueError(f"{what} folder {name_or_path!r} is not readable; check its permissions.")
         return
     try:
-        AutoConfig.from_pretrained(name_or_path, revision=revision)
+        AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "false", "False", "")
         hint = " (HF_HUB_OFFLINE is set: a Hub id must already be in the cache)" if offline else ""
@@ -92,15 +96,15 @@ def check_model_name_or_path(name_or_path: str | None, revision: str | None = No
         ) from error
 
 
-def load_processing_class(name_or_path: str, revision: str | None = None):
+def load_processing_class(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False):
     """The processor of a multimodal checkpoint, else its tokenizer (left padding, as generation needs). For a LoRA
     adapter folder: the tokenizer saved with it, else its base model's."""
-    check_model_name_or_path(name_or_path, revision)
+    check_model_name_or_path(name_or_path, revision, trust_remote_code=trust_remote_code)
     base = adapter_base_model(name_or_path) if Path(name_or_path).is_dir() else None
     if base is not None:
         source = name_or_path if (Path(name_or_path) / "tokenizer_config.json").is_file() else base
-        return AutoTokenizer.from_pretrained(source, padding_side="left")
-    processor = AutoProcessor.from_pretrained(name_or_path, revision=revision)
+        return AutoTokenizer.from_pretrained(source, padding_side="left", trust_remote_code=trust_remote_code)
+    processor = AutoProcessor.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     tokenizer = getattr(processor, "tokenizer", processor)
     tokenizer.padding_side = "left"
     return processor
@@ -111,7 +115,7 @@ def load_causal_lm(name_or_path: str, revision: str | None = None, **kwargs):
     (generation then runs at the base model's speed)."""
     from transformers import AutoModelForCausalLM
 
-    check_model_name_or_path(name_or_path, revision)
+    check_model_name_or_path(name_or_path, revision, trust_remote_code=kwargs.get("trust_remote_code", False))
     base = adapter_base_model(name_or_path) if Path(name_or_path).is_dir() else None
     if base is None:
         return AutoModelForCausalLM.from_pretrained(name_or_path, revision=revision, **kwargs)
@@ -122,10 +126,12 @@ def load_causal_lm(name_or_path: str, revision: str | None = None, **kwargs):
     return PeftModel.from_pretrained(model, name_or_path).merge_and_unload()
 
 
-def load_tokenizer(name_or_path: str, revision: str | None = None):
+def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False):
     """The tokenizer of a checkpoint, padding on the left."""
-    check_model_name_or_path(name_or_path, revision)
-    return AutoTokenizer.from_pretrained(name_or_path, revision=revision, padding_side="left")
+    check_model_name_or_path(name_or_path, revision, trust_remote_code=trust_remote_code)
+    return AutoTokenizer.from_pretrained(
+        name_or_path, revision=revision, padding_side="left", trust_remote_code=trust_remote_code
+    )
 
 
 def load_dataset_any(
@@ -133,18 +139,13 @@ def load_dataset_any(
     config: str | None = None,
     split: str = "train",
     num_rows: int | None = None,
-    seed: int = 0,
 ) -> Dataset:
     """
-    One split of a dataset given as the builtin `"chain-sum"`, a local file (`.json`, `.jsonl`, `.csv`, `.parquet`,
-    optionally `.gz`), a folder (`save_to_disk` output, or data files) or a Hub id.
+    One split of a dataset given as a local file (`.json`, `.jsonl`, `.csv`, `.parquet`, optionally `.gz`), a folder
+    (`save_to_disk` output, or data files) or a Hub id. A file holds one split: `split` does not apply to it.
 
-    `num_rows` keeps the first N rows (for `"chain-sum"`: draws N problems with `seed`).
+    `num_rows` keeps the first N rows.
     """
-    if name == BUILTIN_DATASET:
-        from .tasks import arithmetic
-
-        return arithmetic.make_rl_dataset(num_rows or 2000, seed=seed)
     path = Path(name)
     try:
         if path.is_file():
@@ -167,7 +168,7 @@ def load_dataset_any(
     except (FileNotFoundError, ConnectionError, KeyError) as error:
         raise ValueError(
             f"Cannot load dataset {name!r} (split {split!r}): not a local file or folder, and not a Hub dataset "
-            f"that resolves. Pass a .jsonl/.json/.csv/.parquet file, a folder, a Hub id, or {BUILTIN_DATASET!r}. "
+            f"that resolves. Pass a .jsonl/.json/.csv/.parquet file, a folder or a Hub id. "
             f"({type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''})"
         ) from error
     if num_rows is not None:

@@ -209,6 +209,38 @@ def add_eval_results(card: ModelCard, summary: dict[str, Any], dataset_name: str
     return card
 
 
+def base_model_license(base_model: str | None) -> dict[str, str]:
+    r"""
+    The licence of a fine-tune is its base model's: the `license` (and `license_name`, `license_link` for `other`)
+    of the base model's card, read from its folder's `README.md` or from the Hub (the local cache when offline).
+    `{}` when there is no base model, no readable card, or the card names no licence: the card then carries no
+    licence field rather than a guessed one.
+
+    ```python
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / "README.md").write_text("---\nlicense: llama3.2\n---\n# base\n")
+    >>> base_model_license(str(folder)), base_model_license(None)
+    ({'license': 'llama3.2'}, {})
+
+    ```
+    """
+    if not base_model:
+        return {}
+    readme = Path(base_model) / "README.md"
+    try:
+        if readme.is_file():
+            card = ModelCard.load(readme)
+        elif Path(base_model).exists():
+            return {}  # a local folder without a card
+        else:
+            card = ModelCard.load(base_model)
+    except Exception:  # no card on the Hub, offline and not cached, unreadable metadata: the licence is unknown
+        return {}
+    data = card.data.to_dict()
+    return {key: str(data[key]) for key in ("license", "license_name", "license_link") if data.get(key)}
+
+
 def generate_kimi_model_card(
     *,
     model_name: str,
@@ -224,11 +256,13 @@ def generate_kimi_model_card(
     method_description: str = METHOD_DESCRIPTION,
     extra_sections: str | None = None,
     trackers: dict[str, str | None] | None = None,
+    license_fields: dict[str, str] | None = None,
 ) -> ModelCard:
     """
     Render the Kimi model card. `model_id` is what the quick start loads (Hub id, else the output folder); `paper`
     is a trainer's `_paper` (`title`, `id`, `citation`); `extra_sections` is Markdown put after the metrics (e.g. the
-    demo's results table); `trackers` the badge URLs (default: [`tracker_urls`] of the current run).
+    demo's results table); `trackers` the badge URLs (default: [`tracker_urls`] of the current run);
+    `license_fields` the card's licence (default: the base model's, [`base_model_license`]; none when unknown).
     """
     from importlib.metadata import version
 
@@ -237,7 +271,7 @@ def generate_kimi_model_card(
         base_model=base_model,
         datasets=[dataset_name] if _is_hub_id(dataset_name) else None,
         library_name="transformers",
-        license="apache-2.0",
+        **(base_model_license(base_model) if license_fields is None else license_fields),
         model_name=model_name,
         tags=card_tags(["generated_from_trainer", *tags], trackers.get("trackio_url")),
     )

@@ -1,15 +1,24 @@
-"""What the subcommands share: picking the rewards for a dataset and turning benchmark rows into TRL prompts (one
-prompt format per benchmark, `trl_kimi.evaluation.to_eval_dataset`, used by `train`, `eval` and the examples)."""
+"""What the subcommands share: the datasets they read (a Hub id, a local file or folder, or the builtin toy task,
+which only the command line serves), turned into TRL prompts with one prompt format per benchmark
+(`trl_kimi.prompts.make_prompt_dataset`, used by `train`, `eval` and the examples), and the rewards that score them."""
 
+import contextlib
 import importlib
+import os
 import shutil
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
 
-from ..evaluation import BENCHMARK_FORMATS, BenchmarkFormat, to_eval_dataset
-from ..hub import BUILTIN_DATASET, load_dataset_any
+from ..hub import load_dataset_any
+from ..prompts import BENCHMARK_FORMATS, BenchmarkFormat, make_prompt_dataset
+
+
+BUILTIN_DATASET = "chain-sum"  # trl_kimi.tasks.arithmetic: generated offline, no download; asked for by name
+DEFAULT_BUILTIN_ROWS = 2000
 
 
 REWARDS = ("auto", "math", "code", "chain-sum")
@@ -42,8 +51,13 @@ def resolve_reward(name: str, dataset_name: str | None, column_names: list[str])
 
 
 def import_reward(spec: str) -> Callable:
-    """`package.module.function` → the function, with an error naming `spec` and the fix when it cannot be imported."""
+    """`package.module.function` → the function, with an error naming `spec` and the fix when it cannot be imported.
+
+    The working directory comes first on `sys.path`, as in TRL's `trl grpo` script, so `my_rewards.fn` next to the
+    command imports in every process a launcher starts."""
     module_name, _, attribute = spec.rpartition(".")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         function = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as error:
@@ -145,24 +159,48 @@ def prepare_dataset(
         benchmark = dataset_format
     tokenizer = getattr(processing_class, "tokenizer", processing_class)
     conversational = getattr(tokenizer, "chat_template", None) is not None
-    return to_eval_dataset(dataset, benchmark, conversational=conversational, system_prompt=system_prompt)
+    return make_prompt_dataset(dataset, benchmark, conversational=conversational, system_prompt=system_prompt)
+
+
+def load_rows(name: str | None, config: str | None, split: str, num_rows: int | None, seed: int) -> Dataset:
+    """The rows of `--dataset_name`: the builtin toy task by its name (`num_rows` problems drawn with `seed`), else
+    [`~trl_kimi.hub.load_dataset_any`]. No dataset is an error: training never falls back to the toy task."""
+    if not name:
+        raise ValueError(
+            "No dataset given: pass --dataset_name <Hub id, local .jsonl/.json/.csv/.parquet file or folder>, or "
+            f"--dataset_name {BUILTIN_DATASET} for the builtin toy task (chain sums, generated offline)."
+        )
+    if name == BUILTIN_DATASET:
+        from ..tasks import arithmetic
+
+        return arithmetic.make_rl_dataset(num_rows or DEFAULT_BUILTIN_ROWS, seed=seed)
+    return load_dataset_any(name, config, split=split, num_rows=num_rows)
 
 
 def load_task(
-    args, processing_class, *, split: str, num_rows: int | None, seed: int, reward: str | None = None
+    args,
+    processing_class,
+    *,
+    split: str,
+    num_rows: int | None,
+    seed: int,
+    reward: str | None = None,
+    dataset_name: str | None = None,
 ) -> tuple[Dataset, str]:
     """The dataset every subcommand trains or evaluates on, in TRL's prompt format, and the name of the verifier that
     scores it (checked against the dataset's columns). `args` holds the shared dataset flags (`dataset_name`,
-    `dataset_config`, `dataset_format`, `system_prompt`, `prompt_column`, `answer_column`); `reward` is the verifier
-    asked for (default `args.reward`); `"custom"` (imported functions only) skips the column check."""
-    dataset = load_dataset_any(args.dataset_name, args.dataset_config, split=split, num_rows=num_rows, seed=seed)
+    `dataset_config`, `dataset_format`, `system_prompt`, `prompt_column`, `answer_column`); `dataset_name` overrides
+    `args.dataset_name`; `reward` is the verifier asked for (default `args.reward`); `"custom"` (imported functions
+    only) skips the column check."""
+    name = args.dataset_name if dataset_name is None else dataset_name
+    dataset = load_rows(name, args.dataset_config, split, num_rows, seed)
     dataset = prepare_dataset(
         dataset, args.dataset_format, processing_class, args.system_prompt, args.prompt_column, args.answer_column
     )
     reward = args.reward if reward is None else reward
     if reward == "custom":
         return dataset, reward
-    reward = resolve_reward(reward, args.dataset_name, dataset.column_names)
+    reward = resolve_reward(reward, name, dataset.column_names)
     check_reward_columns(reward, dataset.column_names)
     return dataset, reward
 
@@ -230,3 +268,27 @@ def build_reward_funcs(names: list[str], verifier: str, script_args: Any) -> lis
         else:
             functions.append(import_reward(name))
     return functions
+
+
+def eval_source(dataset_name: str, test_split: str) -> tuple[str, str]:
+    """Where the eval rows of `trl-kimi train` come from: `(dataset, split)`. A local file holds one split (the
+    training rows), so its eval rows must come from another file, given as `--dataset_test_split path`."""
+    if Path(test_split).is_file():
+        return test_split, "train"
+    if Path(dataset_name).is_file():
+        raise ValueError(
+            f"--dataset_name {dataset_name!r} is one file: it holds the training rows only, and evaluating on them "
+            f"would measure memorisation. Pass the eval rows' file as --dataset_test_split <path.jsonl> (now "
+            f"{test_split!r}), or a folder with train and test files as --dataset_name."
+        )
+    return dataset_name, test_split
+
+
+@contextlib.contextmanager
+def user_code_errors(what: str) -> Iterator[None]:
+    """Errors raised while training or scoring (often in a user's reward function) keep their traceback: the command
+    line prints a `ValueError` of bad input as one line, so re-raise these as a `RuntimeError` chained to them."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        raise RuntimeError(f"{what} failed: {type(error).__name__}: {error} (traceback above)") from error

@@ -26,8 +26,17 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from ..hub import BUILTIN_DATASET, adapter_base_model, check_model_name_or_path, load_causal_lm, load_processing_class
-from ._common import DATASET_FORMATS, REWARDS, check_sandbox, import_reward, load_task, reward_function
+from ..hub import adapter_base_model, check_model_name_or_path, load_causal_lm, load_processing_class
+from ._common import (
+    BUILTIN_DATASET,
+    DATASET_FORMATS,
+    REWARDS,
+    check_sandbox,
+    import_reward,
+    load_task,
+    reward_function,
+    user_code_errors,
+)
 
 
 @dataclass
@@ -42,6 +51,8 @@ class EvalArguments:
             Hub revision (branch, tag or commit) of the model.
         dtype (`str`, *optional*, defaults to `"auto"`):
             Weights dtype for HF generation: `auto`, `float32`, `bfloat16`, `float16`.
+        trust_remote_code (`bool`, *optional*, defaults to `False`):
+            Run the model repository's own code (models not in transformers).
         dataset_name (`str`):
             Hub dataset id, local file or folder, or `chain-sum`.
         dataset_config (`str`, *optional*):
@@ -105,6 +116,7 @@ class EvalArguments:
         default="auto",
         metadata={"help": "Weights dtype for HF generation.", "choices": ["auto", "float32", "bfloat16", "float16"]},
     )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run the model repository's own code."})
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
     dataset_test_split: str = field(
         default="test", metadata={"help": "Split to evaluate.", "aliases": ["--dataset_split"]}
@@ -163,11 +175,12 @@ def run_eval(args: EvalArguments) -> dict:
 
     from ..evaluation import sample_and_score
 
-    check_model_name_or_path(args.model_name_or_path, args.model_revision)
+    remote = args.trust_remote_code
+    check_model_name_or_path(args.model_name_or_path, args.model_revision, trust_remote_code=remote)
     if importlib.util.find_spec("matplotlib") is None:
         raise ImportError("trl-kimi eval plots accuracy_vs_tokens.png with matplotlib: pip install 'trl-kimi[plot]'.")
     custom = "." in args.reward and args.reward not in REWARDS
-    processing_class = load_processing_class(args.model_name_or_path, args.model_revision)
+    processing_class = load_processing_class(args.model_name_or_path, args.model_revision, trust_remote_code=remote)
     dataset, reward = load_task(
         args,
         processing_class,
@@ -191,7 +204,7 @@ def run_eval(args: EvalArguments) -> dict:
         if os.path.isdir(model_path) and adapter_base_model(model_path):
             # vLLM loads whole checkpoints: merge the adapter into its base once, next to the results.
             model_path = os.path.join(args.output_dir, "merged_model")
-            load_causal_lm(args.model_name_or_path, dtype="auto").save_pretrained(model_path)
+            load_causal_lm(args.model_name_or_path, dtype="auto", trust_remote_code=remote).save_pretrained(model_path)
             processing_class.save_pretrained(model_path)
         llm = LLM(
             model=model_path,
@@ -199,29 +212,31 @@ def run_eval(args: EvalArguments) -> dict:
             gpu_memory_utilization=args.vllm_gpu_memory_utilization,
             tensor_parallel_size=args.vllm_tensor_parallel_size,
             seed=args.seed,
+            trust_remote_code=remote,
         )
     else:
         dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
-        model = load_causal_lm(args.model_name_or_path, args.model_revision, dtype=dtype)
+        model = load_causal_lm(args.model_name_or_path, args.model_revision, dtype=dtype, trust_remote_code=remote)
         model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
 
-    result = sample_and_score(
-        model,
-        getattr(processing_class, "tokenizer", processing_class),
-        dataset,
-        reward_func,
-        num_samples=args.num_samples,
-        k=args.k,
-        max_new_tokens=args.max_completion_length,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        llm=llm,
-        output_dir=args.output_dir,
-        progress=args.progress,
-    )
+    with user_code_errors("Scoring"):  # e.g. a custom reward function that raises: its traceback is the message
+        result = sample_and_score(
+            model,
+            getattr(processing_class, "tokenizer", processing_class),
+            dataset,
+            reward_func,
+            num_samples=args.num_samples,
+            k=args.k,
+            max_new_tokens=args.max_completion_length,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            top_k=args.top_k,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            llm=llm,
+            output_dir=args.output_dir,
+            progress=args.progress,
+        )
     summary = {
         "model": args.model_name_or_path,
         "dataset": args.dataset_name,
@@ -240,9 +255,10 @@ def run_eval(args: EvalArguments) -> dict:
 def push_results(args: EvalArguments, summary: dict) -> list[str]:
     """Add `summary` to the model card (`trl_kimi.model_card.add_eval_results`): the local folder's `README.md`, and
     the Hub card of `--hub_model_id` or of the model's Hub id. Returns where it was written."""
-    from huggingface_hub import ModelCard
+    from huggingface_hub import ModelCard, metadata_update
+    from huggingface_hub.repocard_data import eval_results_to_model_index
 
-    from ..model_card import add_eval_results
+    from ..model_card import add_eval_results, eval_results_metadata
 
     dataset = {"dataset_config": args.dataset_config, "dataset_split": args.dataset_test_split}
     written = []
@@ -253,12 +269,14 @@ def push_results(args: EvalArguments, summary: dict) -> list[str]:
         written.append(path)
     repo_id = args.hub_model_id or (None if os.path.isdir(args.model_name_or_path) else args.model_name_or_path)
     if repo_id is not None:
-        try:
-            card = ModelCard.load(repo_id)
-        except Exception:  # a repository without a card yet (or none we may read): start one
-            card = ModelCard("---\n---\n")
-        add_eval_results(card, summary, args.dataset_name, **dataset).push_to_hub(
-            repo_id, commit_message=f"trl-kimi eval: {args.dataset_name}"
+        # Only the card's metadata changes: huggingface_hub merges `model-index` into the card it reads (or starts one
+        # when the repository has none), so the card's text is never replaced by a stub.
+        results = eval_results_metadata(summary, args.dataset_name, **dataset)
+        metadata_update(
+            repo_id,
+            {"model-index": eval_results_to_model_index(repo_id.split("/")[-1], results)},
+            overwrite=True,
+            commit_message=f"trl-kimi eval: {args.dataset_name}",
         )
         written.append(f"hf://{repo_id}/README.md")
     return written

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from trl import ModelConfig, TrlParser
 
 from ..hub import check_model_name_or_path, load_processing_class
-from ._common import REWARDS, load_task, reward_function
+from ._common import REWARDS, load_task, reward_function, user_code_errors
 from .train import TrainScriptArguments
 
 
@@ -57,12 +57,19 @@ def run_long2short(script_args: Long2ShortScriptArguments, training_args, model_
     from transformers import AutoModelForCausalLM
 
     long2short = _long2short()
-    processing_class = load_processing_class(model_args.model_name_or_path, model_args.model_revision)
-    model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+    remote = getattr(training_args, "trust_remote_code", False)
+    processing_class = load_processing_class(
+        model_args.model_name_or_path, model_args.model_revision, trust_remote_code=remote
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        model_args.model_name_or_path, revision=model_args.model_revision, trust_remote_code=remote
+    )
     short_model = None
     if script_args.short_model_name_or_path:
-        check_model_name_or_path(script_args.short_model_name_or_path, what="short model")
-        short_model = AutoModelForCausalLM.from_pretrained(script_args.short_model_name_or_path)
+        check_model_name_or_path(script_args.short_model_name_or_path, what="short model", trust_remote_code=remote)
+        short_model = AutoModelForCausalLM.from_pretrained(
+            script_args.short_model_name_or_path, trust_remote_code=remote
+        )
 
     if len(script_args.reward) != 1 or script_args.reward[0] not in REWARDS:
         raise ValueError(
@@ -86,7 +93,8 @@ def run_long2short(script_args: Long2ShortScriptArguments, training_args, model_
         processing_class=processing_class,
         short_model=short_model,
     )
-    result = trainer.train()
+    with user_code_errors("Long2short training"):
+        result = trainer.train()
     trainer.save_model(training_args.output_dir)
     trainer.create_model_card(dataset_name=script_args.dataset_name)
     if training_args.push_to_hub:

@@ -22,14 +22,17 @@ from dataclasses import dataclass, field
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
 
 from ..distributed import end_training
-from ..hub import BUILTIN_DATASET, load_processing_class
+from ..hub import load_processing_class
 from ._common import (
+    BUILTIN_DATASET,
     DATASET_FORMATS,
     REWARD_HELP,
     build_reward_funcs,
     check_sandbox,
+    eval_source,
     load_task,
     split_rewards,
+    user_code_errors,
 )
 
 
@@ -40,12 +43,16 @@ class TrainScriptArguments(ScriptArguments):
     `--dataset_train_split`, `--dataset_test_split`, ...).
 
     Args:
-        dataset_name (`str`, *optional*, defaults to `"chain-sum"`):
-            Hub dataset id (e.g. `openai/gsm8k` with `--dataset_config main`, `HuggingFaceH4/MATH-500`), local file
-            (`.jsonl`, `.json`, `.csv`, `.parquet`) or folder, or `chain-sum` (the embedded arithmetic task,
-            generated offline).
+        dataset_name (`str`):
+            Hub dataset id (e.g. `openai/gsm8k` with `--dataset_config main`, `DigitalLearningGmbH/MATH-lighteval`),
+            local file (`.jsonl`, `.json`, `.csv`, `.parquet`) or folder, or `chain-sum` (the embedded arithmetic
+            task, generated offline). Required: there is no default dataset.
+        dataset_test_split (`str`, *optional*, defaults to `"test"`):
+            Split of the eval rows (with `--eval_strategy`), or a local file of them (needed when `dataset_name` is
+            a file, which holds the training rows only).
         dataset_format (`str`, *optional*, defaults to `"auto"`):
-            How rows become prompts: `prompt` (rows have a `prompt` column), `gsm8k`, `math500`, `aime`, or `auto`.
+            How rows become prompts: `prompt` (rows have a `prompt` column), `gsm8k`, `math500`, `aime`, `math`
+            (`problem`/`solution`, e.g. the MATH train set), or `auto`.
         prompt_column (`str`, *optional*):
             Problem column of another benchmark (with `answer_column`).
         answer_column (`str`, *optional*):
@@ -75,9 +82,16 @@ class TrainScriptArguments(ScriptArguments):
             System message before each benchmark problem (conversational models only).
     """
 
-    dataset_name: str = field(
-        default=BUILTIN_DATASET,
-        metadata={"help": f"Hub dataset id, local .jsonl/.json/.csv/.parquet file or folder, or {BUILTIN_DATASET!r}."},
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Required. Hub dataset id, local .jsonl/.json/.csv/.parquet file or folder, or {BUILTIN_DATASET!r} "
+            "(the builtin toy task)."
+        },
+    )
+    dataset_test_split: str = field(
+        default="test",
+        metadata={"help": "Split of the eval rows, or a local file of them (eval with --eval_strategy)."},
     )
     dataset_format: str = field(
         default="auto", metadata={"help": "How rows become prompts.", "choices": list(DATASET_FORMATS)}
@@ -123,11 +137,24 @@ def train(script_args: TrainScriptArguments, training_args, model_args: ModelCon
         raise ValueError(
             "--load_in_4bit/--load_in_8bit train quantized weights only through LoRA (QLoRA): add --use_peft."
         )
+    if not script_args.dataset_name:
+        raise ValueError(
+            "No dataset given: pass --dataset_name <Hub id, local .jsonl/.json/.csv/.parquet file or folder>, or "
+            f"--dataset_name {BUILTIN_DATASET} for the builtin toy task (chain sums, generated offline)."
+        )
+    if script_args.dataset_streaming:
+        raise ValueError(
+            "--dataset_streaming is not supported by trl-kimi train: the Kimi trainer samples prompts from a "
+            "map-style dataset (the datasets library caches the download once). Drop the flag; --max_train_samples "
+            "keeps the first N rows."
+        )
 
     ################
     # Model
     ################
-    processing_class = load_processing_class(model_args.model_name_or_path, model_args.model_revision)
+    processing_class = load_processing_class(
+        model_args.model_name_or_path, model_args.model_revision, trust_remote_code=training_args.trust_remote_code
+    )
     training_args.model_init_kwargs = {
         "revision": model_args.model_revision,
         "attn_implementation": model_args.attn_implementation,
@@ -149,10 +176,12 @@ def train(script_args: TrainScriptArguments, training_args, model_args: ModelCon
     check_sandbox(verifier)
     eval_dataset = None
     if training_args.eval_strategy != "no":
+        eval_name, eval_split = eval_source(script_args.dataset_name, script_args.dataset_test_split)
         eval_dataset, _ = load_task(
             script_args,
             processing_class,
-            split=script_args.dataset_test_split,
+            dataset_name=eval_name,
+            split=eval_split,
             num_rows=script_args.max_eval_samples,
             seed=training_args.seed + 1,  # chain-sum: other problems than the training ones
             reward=verifier,
@@ -171,7 +200,8 @@ def train(script_args: TrainScriptArguments, training_args, model_args: ModelCon
         peft_config=get_peft_config(model_args),
         quantization_config=get_quantization_config(model_args),  # QLoRA, as `trl grpo` passes it (bitsandbytes)
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    with user_code_errors("Training"):  # e.g. a reward function that raises: its traceback is the message
+        trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     trainer.create_model_card(dataset_name=script_args.dataset_name)
     if training_args.push_to_hub:
@@ -185,7 +215,8 @@ def train(script_args: TrainScriptArguments, training_args, model_args: ModelCon
 def launch_args(argv: list[str], prog: str) -> tuple[list[str], list[str]]:
     """The arguments in `argv` that are not `trl-kimi train` flags, i.e. `accelerate launch` options, as typed and as
     given to `accelerate launch` (`[]` when there are none): `--accelerate_config NAME` becomes `--config_file` with
-    the shipped `examples/accelerate_configs/NAME.yaml` (or NAME itself, a file)."""
+    the shipped `examples/accelerate_configs/NAME.yaml`, else TRL's resolver (a file, or one of TRL's names:
+    `zero3`, `single_gpu`, `fsdp2`, ...)."""
     # Flags are told apart at the argparse level, without building the configs: their checks (e.g. bf16 needs a GPU)
     # belong to the launched processes, which may see devices the launcher does not.
     parser = make_parser(prog)
@@ -206,27 +237,53 @@ def launch_args(argv: list[str], prog: str) -> tuple[list[str], list[str]]:
     extra = [*config_remaining, *cli_remaining]
     resolved = list(extra)
     if "--accelerate_config" in resolved:
+        from trl.cli.accelerate_config import resolve_accelerate_config_argument
+
         from ..cli import examples_dir
 
         i = resolved.index("--accelerate_config")
         if i + 1 >= len(resolved):
-            raise ValueError("--accelerate_config needs a value: a file, or a shipped config name such as fsdp2.")
-        path = examples_dir() / "accelerate_configs" / f"{resolved[i + 1]}.yaml"
-        resolved[i : i + 2] = ["--config_file", str(path) if path.is_file() else resolved[i + 1]]
+            raise ValueError("--accelerate_config needs a value: a file, or a config name such as fsdp2 or zero3.")
+        ours = examples_dir() / "accelerate_configs" / f"{resolved[i + 1]}.yaml"
+        if ours.is_file():
+            resolved[i : i + 2] = ["--config_file", str(ours)]
+        else:
+            try:
+                resolved = resolve_accelerate_config_argument(resolved)  # a file, or a config shipped with TRL
+            except ValueError as error:
+                shipped = sorted(f.stem for f in (examples_dir() / "accelerate_configs").glob("*.yaml"))
+                raise ValueError(f"{error} trl-kimi also ships: {', '.join(shipped)}.") from error
+    _check_launch_args(resolved, typed=cli_remaining)
     return cli_remaining, resolved
+
+
+def _check_launch_args(resolved: list[str], typed: list[str]) -> None:
+    """Raise a short `ValueError` for flags that neither `trl-kimi train` nor `accelerate launch` knows (instead of
+    accelerate's usage, which is over 100 lines)."""
+    if not resolved:
+        return
+    import contextlib
+    import io
+
+    from accelerate.commands.launch import launch_command_parser
+
+    with contextlib.redirect_stderr(io.StringIO()) as stderr:
+        try:
+            _, unknown = launch_command_parser().parse_known_args([*resolved, "--module", "trl_kimi.cli"])
+        except SystemExit:
+            unknown = [stderr.getvalue().strip().splitlines()[-1] if stderr.getvalue().strip() else str(resolved)]
+    if unknown:
+        raise ValueError(
+            f"Unknown flags {unknown} (typed: {typed}): neither `trl-kimi train` flags (`trl-kimi train --help` lists "
+            "them) nor `accelerate launch` options."
+        )
 
 
 def launch(argv: list[str], typed: list[str], resolved: list[str], launch_command_fn=None) -> None:
     """Run `accelerate launch <resolved> --module trl_kimi.cli train <argv without typed>`."""
     from accelerate.commands.launch import launch_command, launch_command_parser
 
-    parser = launch_command_parser()
-    try:
-        args = parser.parse_args([*resolved, "--module", "trl_kimi.cli", "train", *_without(argv, typed)])
-    except SystemExit as error:
-        raise ValueError(
-            f"Unknown flags {typed}: neither `trl-kimi train` flags (see --help) nor `accelerate launch` options."
-        ) from error
+    args = launch_command_parser().parse_args([*resolved, "--module", "trl_kimi.cli", "train", *_without(argv, typed)])
     (launch_command_fn or launch_command)(args)
 
 
