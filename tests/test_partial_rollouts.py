@@ -6,6 +6,7 @@ import torch
 from tests.utils import digit_fraction_reward, eos_prone_model, tiny_config
 from trl_kimi import KimiMirrorDescentTrainer, PartialRolloutBuffer
 from trl_kimi.partial_rollouts import generate_until_ready, loss_token_mask
+from trl_kimi.rewards import RepetitionPenaltyReward
 from trl_kimi.tasks import arithmetic
 from trl_kimi.trainer.partial_rollout_mixin import ROLLOUT_BUFFER_NAME
 
@@ -396,6 +397,52 @@ def test_repeated_trajectories_are_penalised_through_the_reward(tmp_path):
         # Zero task reward: the advantage is the penalty minus its group mean.
         expected = penalties - penalties.view(-1, 3).mean(dim=1).repeat_interleave(3)
         assert batch["advantages"] == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def zero_reward(completions, **kwargs):
+    return [0.0] * len(completions)
+
+
+def test_a_given_repetition_reward_and_partial_rollouts_penalise_once(tmp_path):
+    # `trl-kimi train --reward ... repetition` with partial rollouts: the buffer cuts repeated trajectories (n = 1,
+    # 2 repeats) and the given RepetitionPenaltyReward reads its verdict; no second column is added, so a repeated
+    # trajectory gets -1, not -2. The reward's own detector (n = 50) would find nothing in these short completions.
+    reward = RepetitionPenaltyReward(ngram_size=50, max_repeats=2, penalty=-1.0)
+    trainer = make_trainer(
+        tmp_path,
+        reward_funcs=[zero_reward, reward],
+        max_steps=1,
+        partial_rollout_budget=4,
+        partial_rollout_repetition_ngram_size=1,
+        partial_rollout_repetition_max_repeats=2,
+        partial_rollout_repetition_penalty=-1.0,
+    )
+    assert trainer.reward_func_names == ["zero_reward", "repetition_penalty"]
+    trainer.train()
+    batch = trainer.batches[0]
+    assert "repeated" in batch["statuses"]
+    penalties = torch.tensor([-1.0 if s == "repeated" else 0.0 for s in batch["statuses"]])
+    assert list(trainer._logs["rewards"]["repetition_penalty"]) == penalties.tolist()
+    expected = penalties - penalties.view(-1, 3).mean(dim=1).repeat_interleave(3)
+    assert batch["advantages"] == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def test_rows_carry_the_rollout_status_and_a_dataset_column_of_that_name_is_refused(tmp_path):
+    seen = []
+
+    def status_reward(completions, rollout_status, **kwargs):
+        seen.extend(rollout_status)
+        return [0.0] * len(completions)
+
+    trainer = make_trainer(tmp_path / "a", reward_funcs=status_reward, max_steps=1, partial_rollout_budget=3)
+    trainer.train()
+    assert seen == trainer.batches[0]["statuses"] and set(seen) <= {"finished", "truncated", "repeated"}
+
+    dataset = arithmetic.make_rl_dataset(24, seed=0, max_terms=3)
+    dataset = dataset.add_column("rollout_status", ["x"] * len(dataset))
+    trainer = make_trainer(tmp_path / "b", dataset=dataset, max_steps=1, partial_rollout_budget=3)
+    with pytest.raises(ValueError, match="column 'rollout_status'"):
+        trainer.train()
 
 
 def test_off_by_default_trainer_has_no_buffer(tmp_path):
