@@ -45,7 +45,7 @@ from transformers import HfArgumentParser, TrainerCallback, set_seed  # noqa: E4
 
 from trl_kimi import KimiMirrorDescentTrainer  # noqa: E402
 from trl_kimi.demo import DemoArguments, rl_config, warm_start  # noqa: E402
-from trl_kimi.sampling import estimate_pass_rates  # noqa: E402
+from trl_kimi.curation import estimate_pass_rates  # noqa: E402
 from trl_kimi.tasks import arithmetic  # noqa: E402
 
 

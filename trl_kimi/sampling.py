@@ -4,7 +4,7 @@ Curriculum and prioritised sampling of problems, §2.3.4 of [Kimi k1.5](https://
 TRL draws prompts with [`~trl.trainer.utils.RepeatSampler`]: a fresh permutation per epoch. The report instead
 
 - trains from easy to hard problems (**curriculum**, [`CurriculumSampler`]), with difficulty labels or pass rates
-  measured with the current model ([`estimate_pass_rates`]);
+  measured with the current model ([`~trl_kimi.curation.estimate_pass_rates`]);
 - samples the problems the model still fails more often (**prioritised**, [`PrioritizedSampler`]): P(i) ∝ 1 − s_i,
   s_i the success rate of problem i, here with a floor ε on the weight so solved problems still come back.
 
@@ -39,16 +39,13 @@ Example:
 ```
 """
 
-from collections.abc import Callable, Sequence
-from statistics import fmean
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from datasets import Dataset
 from torch.utils.data import Sampler
-
-from .evaluation import sample_and_score
 
 
 __all__ = [
@@ -59,7 +56,6 @@ __all__ = [
     "PrioritizedSampler",
     "SuccessRateTracker",
     "difficulty_pools",
-    "estimate_pass_rates",
     "prioritized_weights",
     "read_difficulties",
 ]
@@ -137,7 +133,7 @@ def read_difficulties(dataset: Dataset, column: str) -> list[float]:
         raise ValueError(
             f"The curriculum needs a difficulty column, but the training dataset has no column {column!r} (its "
             f"columns: {dataset.column_names}). Add one (higher = harder; e.g. 1 - pass_rate from "
-            "trl_kimi.sampling.estimate_pass_rates) or pass --difficulty_column <name of an existing column>."
+            "trl_kimi.curation.estimate_pass_rates) or pass --difficulty_column <name of an existing column>."
         )
     values = dataset[column]
     for i, value in enumerate(values):
@@ -511,65 +507,3 @@ def _check_curriculum_steps(schedule: str, boundaries: Sequence[int] | None) -> 
             f"curriculum_steps must be strictly increasing, got {list(boundaries)}: an equal or decreasing boundary "
             "makes a stage empty. Sort them and drop duplicates."
         )
-
-
-# ---------------------------------------------------------------------------------------------------- pass rates
-def estimate_pass_rates(
-    model,
-    tokenizer,
-    dataset: Dataset,
-    reward_func: Callable[..., list[float | None]],
-    num_samples: int = 10,
-    temperature: float = 1.0,
-    max_new_tokens: int = 256,
-    batch_size: int = 64,
-    success_threshold: float = 1.0,
-    column: str = "pass_rate",
-    seed: int = 0,
-) -> Dataset:
-    r"""
-    Difficulty without labels (Kimi k1.5 §2.3.4): the current model's pass rate on each problem, as a new column.
-
-    Each prompt is sampled `num_samples` times at `temperature` (the report: 10 samples, high temperature) and scored
-    by [`~trl_kimi.evaluation.sample_and_score`], with its rules: `reward_func` gets TRL's arguments (the dataset's
-    other columns, `completion_ids`, ...), a truncated sample fails without reaching it, a `None` reward fails. A
-    sample passes when its reward is at least `success_threshold`. Returns a copy of `dataset` with `column` = the
-    fraction that passed. For a curriculum, higher must mean harder:
-    ``dataset.map(lambda row: {"difficulty": 1.0 - row["pass_rate"]})``. Prompts may be strings or conversations.
-    The global torch RNG is left as it was.
-
-    Example:
-    ```python
-    >>> from trl_kimi.tasks import arithmetic
-    >>> tokenizer = arithmetic.make_tokenizer()
-    >>> model = arithmetic.make_model(tokenizer, hidden_size=32, num_layers=1, num_heads=2)
-    >>> data = arithmetic.make_rl_dataset(3, seed=0, max_terms=3)
-    >>> data = estimate_pass_rates(model, tokenizer, data, arithmetic.addition_reward, num_samples=2, max_new_tokens=8)
-    >>> data.column_names, len(data["pass_rate"])
-    (['prompt', 'answer', 'pass_rate'], 3)
-
-    ```
-    """
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}; the report uses 10.")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 (pass rates need sampling), got {temperature}; e.g. 1.0.")
-    if column in dataset.column_names:
-        raise ValueError(f"The dataset already has a column {column!r}; pass another column= or remove it first.")
-    device = next(model.parameters()).device
-    # Sampling seeds torch's global RNG; a pass-rate estimate before training must not change the training's draws.
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        result = sample_and_score(
-            model,
-            tokenizer,
-            dataset,
-            reward_func,
-            num_samples,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_k=0,
-            batch_size=batch_size,
-            seed=seed,
-            success_threshold=success_threshold,
-        )
-    return dataset.add_column(column, [fmean(s.correct for s in group) for group in result.samples])

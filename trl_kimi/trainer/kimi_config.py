@@ -90,7 +90,7 @@ class KimiConfig(GRPOConfig):
             checkpoints. An update of the success rates takes effect from the next generated batch drawn after it.
         difficulty_column (`str`, *optional*, defaults to `"difficulty"`):
             Curriculum: the dataset column of finite numbers, higher = harder (labels, or ``1 − pass_rate`` from
-            [`~trl_kimi.sampling.estimate_pass_rates`]).
+            [`~trl_kimi.curation.estimate_pass_rates`]).
         curriculum_schedule (`str`, *optional*, defaults to `"staged"`):
             `"staged"`: K boundaries in `curriculum_steps` make K + 1 stages, each sampling uniformly from its own pool
             of problems, easiest first. `"linear"`: `curriculum_steps` = [T]; the batch mixes the easier and harder
