@@ -9,6 +9,12 @@ Two curricula: `curriculum` is staged (three pools, fewest terms first, boundari
 `curriculum_linear` mixes the easier and the harder half, the harder half's share growing from 0 to 1 over the first
 2/3 of the steps.
 
+Issue 28 adds three: `dynamic` (uniform with `dynamic_sampling=True`: groups whose rewards are all equal are replaced
+by fresh ones, at most `dynamic_sampling_max_tries` rounds per batch), `prioritized_dynamic` (both), and `curated`
+(uniform on the training set after `trl_kimi.curation.curate` with the warm start: guessable prompts dropped, i.e. any
+of 8 answer-only tries (4 tokens: `=NN` and EOS) correct; saved to `<seed>/curated_train.json`). Each curve point also
+records the completion tokens generated so far (every try of dynamic sampling counted) and the seconds since the start.
+
 Reported per strategy: accuracy after `--rl_steps` steps (mean ± std over seeds) and the first evaluated step at which
 held-out accuracy reaches `--target_accuracy` (mean over the seeds that reach it, and how many do).
 
@@ -23,6 +29,8 @@ python benchmarks/sampling.py                                   # full: 3 seeds 
 python benchmarks/sampling.py --num_workers 6                   # the same, 6 runs side by side (>= 12 cores)
 python benchmarks/sampling.py --seeds 0 --rl_steps 4 --sft_steps 20 --eval_every 2 --num_eval_prompts 20  # smoke
 python benchmarks/sampling.py --train_set wide_spread --strategies uniform prioritized --rl_steps 60 --eval_every 10
+python benchmarks/sampling.py --train_set wide_spread --seeds 0 1 --rl_steps 30 --eval_every 10 --num_workers 2 \
+    --strategies uniform prioritized dynamic prioritized_dynamic curated   # issue 28, reduced
 ```
 """
 
@@ -44,12 +52,12 @@ from datasets import Dataset  # noqa: E402
 from transformers import HfArgumentParser, TrainerCallback, set_seed  # noqa: E402
 
 from trl_kimi import KimiMirrorDescentTrainer  # noqa: E402
+from trl_kimi.curation import CurationConfig, curate, estimate_pass_rates  # noqa: E402
 from trl_kimi.demo import DemoArguments, rl_config, warm_start  # noqa: E402
-from trl_kimi.curation import estimate_pass_rates  # noqa: E402
 from trl_kimi.tasks import arithmetic  # noqa: E402
 
 
-STRATEGIES = ("uniform", "prioritized", "curriculum", "curriculum_linear")
+STRATEGIES = ("uniform", "prioritized", "curriculum", "curriculum_linear", "dynamic", "prioritized_dynamic", "curated")
 TRAIN_SETS = ("terms", "wide_spread")
 
 
@@ -86,9 +94,10 @@ class BenchmarkArguments(DemoArguments):
 class HeldOutEvaluation(TrainerCallback):
     """Held-out accuracy every `every` optimizer steps (and at the last one)."""
 
-    def __init__(self, args: BenchmarkArguments, tokenizer, dataset, strategy: str = ""):
+    def __init__(self, args: BenchmarkArguments, tokenizer, dataset, strategy: str = "", reward=None):
         self.args, self.tokenizer, self.dataset, self.curve = args, tokenizer, dataset, []
-        self.strategy = strategy
+        self.strategy, self.reward, self.started = strategy, reward, time.perf_counter()
+        self.costs = []  # (generated completion tokens, seconds) at each evaluation
 
     def on_step_end(self, train_args, state, control, model=None, **kwargs):
         if state.global_step % self.args.eval_every == 0 or state.global_step == state.max_steps:
@@ -102,6 +111,8 @@ class HeldOutEvaluation(TrainerCallback):
                 seed=self.args.seeds[0],
             )["accuracy"]
             self.curve.append((state.global_step, accuracy))
+            tokens = self.reward.tokens if self.reward is not None else None
+            self.costs.append((tokens, round(time.perf_counter() - self.started, 1)))
             # One line per evaluation, so a run cut short still leaves its curve in the log.
             print(
                 f"[bench] seed {train_args.seed} {self.strategy} step {state.global_step}: {accuracy:.4f}", flush=True
@@ -164,6 +175,23 @@ def wide_spread_train_set(args: BenchmarkArguments, seed: int, model, tokenizer,
     return pool.select(sorted(picked)).map(lambda row: {"difficulty": 1.0 - row["pass_rate"]})
 
 
+def curated_train_set(args: BenchmarkArguments, seed: int, model, tokenizer, train: Dataset) -> Dataset:
+    """The training set curated with the warm start (trl_kimi.curation.curate): the report's guessing test on the
+    chain-sum task (no instruction, a 4-token cap: only the short answer `=NN` fits) and new pass rates."""
+    started = time.perf_counter()
+    rows = train.remove_columns([c for c in ("pass_rate", "difficulty") if c in train.column_names])
+    config = CurationConfig(
+        solution_column="answer", guess_instruction="", guess_max_new_tokens=4, num_samples=args.pool_samples,
+        max_new_tokens=args.max_completion_length, batch_size=256, seed=seed,
+    )  # fmt: skip
+    result = curate(rows, model, tokenizer, arithmetic.addition_reward, config)
+    summary = {k: v for k, v in result.summary.items() if k != "config"}
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    (Path(_seed_args(args, seed).output_dir) / "curated_summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"[bench] seed {seed}: curated {summary['num_kept']} of {summary['num_rows']}: {summary}", flush=True)
+    return result.kept
+
+
 def _seed_args(args: BenchmarkArguments, seed: int) -> BenchmarkArguments:
     return BenchmarkArguments(**{**vars(args), "seed": seed, "output_dir": f"{args.output_dir}/seed{seed}"})
 
@@ -185,11 +213,29 @@ def warm_start_seed(args: BenchmarkArguments, seed: int) -> float:
     if args.train_set == "wide_spread" and train is None:
         train = wide_spread_train_set(args, seed, model, tokenizer, held_out)
         (Path(seed_args.output_dir) / "wide_spread_train.json").write_text(json.dumps(train.to_list()))
+    curated_file = Path(seed_args.output_dir) / "curated_train.json"
+    if "curated" in args.strategies and not curated_file.exists():
+        curated = curated_train_set(args, seed, model, tokenizer, train)
+        curated_file.write_text(json.dumps(curated.to_list()))
     accuracy = arithmetic.evaluate_accuracy(
         model, tokenizer, held_out, num_samples=args.eval_samples, max_new_tokens=args.max_completion_length, seed=seed
     )["accuracy"]
     print(f"[bench] seed {seed}: warm start accuracy {accuracy:.3f}", flush=True)
     return accuracy
+
+
+class CountingReward:
+    """`addition_reward` that also counts the completion tokens it is shown (every generated sample is scored once,
+    the refills of dynamic sampling included)."""
+
+    __name__ = "addition_reward"
+
+    def __init__(self):
+        self.tokens = 0
+
+    def __call__(self, completions, completion_ids=None, **kwargs):
+        self.tokens += sum(len(ids) for ids in completion_ids or [])
+        return arithmetic.addition_reward(completions, completion_ids=completion_ids, **kwargs)
 
 
 def run_strategy(args: BenchmarkArguments, seed: int, strategy: str) -> dict:
@@ -200,22 +246,28 @@ def run_strategy(args: BenchmarkArguments, seed: int, strategy: str) -> dict:
     model = arithmetic.make_model(tokenizer, args.hidden_size, args.num_layers, seed=seed)
     model.load_state_dict(torch.load(Path(seed_args.output_dir) / "warm_start.pt", weights_only=True))
     _, held_out, train = _datasets(args, seed)
+    if strategy == "curated":
+        train = Dataset.from_list(json.loads((Path(seed_args.output_dir) / "curated_train.json").read_text()))
     third = max(1, args.rl_steps // 3)
     config = rl_config(seed_args)
     config.output_dir = f"{seed_args.output_dir}/{strategy}"
     config.logging_steps = max(1, args.eval_every)
-    config.sampling_strategy = strategy.split("_")[0]  # "curriculum_linear" -> "curriculum"
+    # "curriculum_linear" -> "curriculum", "prioritized_dynamic" -> "prioritized"; dynamic and curated are uniform
+    config.sampling_strategy = {"dynamic": "uniform", "curated": "uniform"}.get(strategy, strategy.split("_")[0])
+    config.dynamic_sampling = strategy.endswith("dynamic")
     config.prioritized_epsilon = args.prioritized_epsilon
     if strategy == "curriculum_linear":
         config.curriculum_schedule, config.curriculum_steps = "linear", [2 * third]
     else:
         config.curriculum_steps = [third, 2 * third]
     config._check_sampling()  # the fields were set after __post_init__
-    evaluation = HeldOutEvaluation(seed_args, tokenizer, held_out, strategy)
+    config._check_dynamic_sampling()
+    reward = CountingReward()
+    evaluation = HeldOutEvaluation(seed_args, tokenizer, held_out, strategy, reward)
     started = time.perf_counter()
     KimiMirrorDescentTrainer(
         model=model,
-        reward_funcs=arithmetic.addition_reward,
+        reward_funcs=reward,
         args=config,
         train_dataset=train,
         processing_class=tokenizer,
@@ -224,9 +276,12 @@ def run_strategy(args: BenchmarkArguments, seed: int, strategy: str) -> dict:
     reached = [step for step, accuracy in evaluation.curve if accuracy >= args.target_accuracy]
     result = {
         "curve": evaluation.curve,
+        "costs": evaluation.costs,
         "final_accuracy": evaluation.curve[-1][1],
         "steps_to_target": reached[0] if reached else None,
         "seconds": round(time.perf_counter() - started, 1),
+        "generated_tokens": reward.tokens,
+        "train_size": len(train),
     }
     print(f"[bench] seed {seed} {strategy}: {json.dumps(result)}", flush=True)
     return result
@@ -263,16 +318,31 @@ def run_all(args: BenchmarkArguments) -> dict[int, dict]:
 def summarise(args: BenchmarkArguments, per_seed: dict[int, dict]) -> str:
     lines = [
         f"| strategy | accuracy after {args.rl_steps} steps (mean ± std, {len(per_seed)} seeds) | "
-        f"steps to {args.target_accuracy:.2f} (mean of seeds reaching it) | seeds reaching it |",
-        "|---|---|---|---|",
+        f"steps to {args.target_accuracy:.2f} (mean of seeds reaching it) | seeds reaching it | generated tokens to it "
+        "(mean) | seconds to it (mean) | generated tokens, whole run (mean) | seconds, whole run (mean) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for strategy in args.strategies:
-        finals = [r[strategy]["final_accuracy"] for r in per_seed.values()]
-        steps = [r[strategy]["steps_to_target"] for r in per_seed.values() if r[strategy]["steps_to_target"]]
+        runs = [r[strategy] for r in per_seed.values()]
+        finals = [r["final_accuracy"] for r in runs]
+        reached = [
+            next(i for i, (_, accuracy) in enumerate(r["curve"]) if accuracy >= args.target_accuracy)
+            for r in runs
+            if r["steps_to_target"]
+        ]
+        reached_runs = [r for r in runs if r["steps_to_target"]]
         std = statistics.stdev(finals) if len(finals) > 1 else 0.0
-        mean_steps = f"{statistics.fmean(steps):.0f}" if steps else "not reached"
+        if reached:
+            steps = f"{statistics.fmean(r['steps_to_target'] for r in reached_runs):.0f}"
+            tokens = f"{statistics.fmean(r['costs'][i][0] for r, i in zip(reached_runs, reached)):,.0f}"
+            seconds = f"{statistics.fmean(r['costs'][i][1] for r, i in zip(reached_runs, reached)):.0f}"
+        else:
+            steps = tokens = seconds = "not reached"
+        all_tokens = statistics.fmean(r["generated_tokens"] for r in runs)
+        all_seconds = statistics.fmean(r["seconds"] for r in runs)
         lines.append(
-            f"| {strategy} | {statistics.fmean(finals):.3f} ± {std:.3f} | {mean_steps} | {len(steps)}/{len(finals)} |"
+            f"| {strategy} | {statistics.fmean(finals):.3f} ± {std:.3f} | {steps} | {len(reached)}/{len(finals)} | "
+            f"{tokens} | {seconds} | {all_tokens:,.0f} | {all_seconds:.0f} |"
         )
     warm = statistics.fmean(r["warm_start_accuracy"] for r in per_seed.values())
     lines.append(f"\nWarm start accuracy (mean over seeds): {warm:.3f}.")
