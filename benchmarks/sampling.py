@@ -248,6 +248,10 @@ def run_strategy(args: BenchmarkArguments, seed: int, strategy: str) -> dict:
     _, held_out, train = _datasets(args, seed)
     if strategy == "curated":
         train = Dataset.from_list(json.loads((Path(seed_args.output_dir) / "curated_train.json").read_text()))
+        if len(train) < args.prompts_per_batch:
+            print(f"[bench] seed {seed} curated: only {len(train)} problems kept, fewer than a batch", flush=True)
+            return {"curve": [], "costs": [], "final_accuracy": float("nan"), "steps_to_target": None, "seconds": 0.0,
+                    "generated_tokens": 0, "train_size": len(train)}  # fmt: skip
     third = max(1, args.rl_steps // 3)
     config = rl_config(seed_args)
     config.output_dir = f"{seed_args.output_dir}/{strategy}"

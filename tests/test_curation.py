@@ -363,6 +363,23 @@ def test_cli_curates_the_embedded_task_offline(tmp_path, capsys):
     assert read_jsonl(tmp_path / "again" / "dataset.jsonl") == rows
 
 
+def test_gsm8k_example_trains_on_the_kept_rows_as_they_are(tmp_path):
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location(
+        "kimi_gsm8k", Path(__file__).parents[1] / "examples" / "kimi_gsm8k.py"
+    )
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    rows = to_eval_dataset(Dataset.from_dict({"question": ["How many?"], "answer": ["#### 4"]}), "gsm8k", True)
+    kept = curate(rows).kept
+    kept.to_json(tmp_path / "kept.jsonl")
+    args = SimpleNamespace(dataset_name=None, dataset_config=None, system_prompt=None)
+    loaded = example.load_split(args, str(tmp_path / "kept.jsonl"), "train", None)
+    assert loaded["prompt"] == rows["prompt"] and loaded["solution"] == rows["solution"]
+
+
 @needs_data
 def test_cli_curates_a_public_dataset_file(tmp_path, capsys):
     out = tmp_path / "out"
