@@ -1,15 +1,28 @@
-"""Issue 28 reduced measurement: one warm start (seed 0) shared by three RL seeds, on a loaded 2-core machine."""
+"""Issue 28 reduced measurement (docs/benchmarks.md): one warm start (seed 0) shared by three RL seeds.
+
+Run from the repository root: python benchmarks/results/sampling_issue28_wide_spread_30steps_run.py
+"""
+
 import shutil
 import sys
 from pathlib import Path
+
 
 sys.argv = [sys.argv[0]]
 sys.path.insert(0, "benchmarks")
 import sampling as bench  # noqa: E402
 
+
 args = bench.BenchmarkArguments(
-    output_dir="/tmp/cur-bench2/wide", train_set="wide_spread", seeds=[0, 1, 2], rl_steps=30, eval_every=15,
-    num_workers=3, sft_steps=400, pool_size=1000, num_eval_prompts=100,
+    output_dir="runs/bench-sampling-issue28",
+    train_set="wide_spread",
+    seeds=[0, 1, 2],
+    rl_steps=30,
+    eval_every=15,
+    num_workers=3,
+    sft_steps=400,
+    pool_size=1000,
+    num_eval_prompts=100,
     strategies=["uniform", "prioritized", "dynamic", "prioritized_dynamic", "curated"],
 )
 if __name__ == "__main__":  # the benchmark's workers are spawned: they import this file
