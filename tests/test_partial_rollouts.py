@@ -1,3 +1,4 @@
+import collections
 import copy
 
 import pytest
@@ -5,7 +6,7 @@ import torch
 
 from tests.utils import digit_fraction_reward, eos_prone_model, tiny_config
 from trl_kimi import KimiMirrorDescentTrainer, PartialRolloutBuffer
-from trl_kimi.partial_rollouts import generate_until_ready, loss_token_mask
+from trl_kimi.partial_rollouts import generate_iteration, generate_until_ready, loss_token_mask
 from trl_kimi.rewards import RepetitionPenaltyReward
 from trl_kimi.tasks import arithmetic
 from trl_kimi.trainer.partial_rollout_mixin import ROLLOUT_BUFFER_NAME
@@ -345,6 +346,66 @@ def test_trainer_keeps_groups_whole_masks_stale_segments_and_logs(tmp_path):
     assert buffer.tokens_popped == sum(len(c) for b in trainer.batches for c in b["completions"])
 
 
+def fake_generate(inputs, max_new_tokens):
+    """A fake policy: the answer to prompt [n] is n tokens, EOS (0) last."""
+    out = []
+    for ids in inputs:
+        left = ids[0] - (len(ids) - 1)
+        out.append([9] * (left - 1) + [0] if left <= max_new_tokens else [9] * max_new_tokens)
+    return out, None
+
+
+def test_budget_per_iteration_fills_the_batch_with_new_prompts_then_over_budget_rounds():
+    buffer = PartialRolloutBuffer(num_generations=1, token_budget=2, max_length=8, eos_token_ids=[0])
+    lengths = iter([7, 7, 1, 1, 1, 1, 7, 7, 7, 7, 7, 7])
+
+    def add_groups(n):
+        buffer.add([{"prompt": "p"}] * n, [[next(lengths)] for _ in range(n)])
+        return buffer.trajectories[-n:]
+
+    add_groups(2)
+    buffer.begin_iteration()
+    rounds = generate_iteration(buffer, fake_generate, num_groups=2, add_groups=add_groups, max_groups=6)
+    # Round 1: the two 7-token answers get 2 tokens and wait. None finished: 4 x 2 missing = 8 new prompts allowed,
+    # the buffer has room for 4: the four 1-token answers finish in their one round.
+    assert [(r.num_sequences, r.over_budget) for r in rounds] == [(2, False), (4, False)]
+    assert [len(t.completion_ids) for t in buffer.trajectories] == [2, 2, 1, 1, 1, 1]
+    buffer.pop_groups(4)
+    # Next iteration, only long answers: new prompts up to the buffer's 6 groups, then over-budget rounds.
+    add_groups(2)
+    buffer.begin_iteration()
+    rounds = generate_iteration(buffer, fake_generate, num_groups=2, add_groups=add_groups, max_groups=6)
+    assert [(r.num_sequences, r.over_budget) for r in rounds[:3]] == [(4, False), (2, False), (6, True)]
+    assert all(r.over_budget for r in rounds[2:]) and buffer.num_ready_groups() >= 2
+    iterations = [[i for i, _ in t.segments] for t in buffer.trajectories]
+    assert any(len(set(its)) < len(its) for its in iterations)  # a second round in one iteration, and only then
+
+
+@pytest.mark.parametrize("schedule", ["budget_per_iteration", "rounds_until_full"])
+def test_schedules_in_the_trainer(tmp_path, schedule):
+    # Budget 2 of at most 8 tokens; answers are geometric (EOS about 1/4 likely per step), most need several rounds.
+    trainer = make_trainer(
+        tmp_path,
+        max_steps=4,
+        partial_rollout_budget=2,
+        partial_rollout_extra_groups=0,
+        partial_rollout_schedule=schedule,
+    )
+    trainer.train()
+    logs = trainer.state.log_history[:-1]  # one generated batch (iteration) per step
+    over_budget = {i + 1: log["partial_rollouts/over_budget_rounds"] for i, log in enumerate(logs)}
+    tokens = collections.Counter()  # (trajectory, iteration) -> tokens generated at that iteration
+    for batch in trainer.batches:
+        for key, versions in zip(batch["keys"], batch["versions"], strict=True):
+            tokens.update((key, v) for v in versions)
+    if schedule == "budget_per_iteration":
+        # At most the budget per iteration, unless that iteration had to give over-budget rounds (logged).
+        assert all(n <= 2 * (1 + over_budget[it]) for (_, it), n in tokens.items())
+        assert trainer.rollout_buffer.next_group_id > 4 * 2  # new prompts beyond the data loader's were drawn
+    else:
+        assert sum(over_budget.values()) > 0 and max(tokens.values()) > 2  # several budgets in one iteration
+
+
 def test_default_trains_every_token(tmp_path):
     trainer = make_trainer(tmp_path, max_steps=3, partial_rollout_budget=3)
     trainer.train()
@@ -425,6 +486,41 @@ def test_a_given_repetition_reward_and_partial_rollouts_penalise_once(tmp_path):
     assert list(trainer._logs["rewards"]["repetition_penalty"]) == penalties.tolist()
     expected = penalties - penalties.view(-1, 3).mean(dim=1).repeat_interleave(3)
     assert batch["advantages"] == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def test_a_sample_every_task_reward_declined_stays_unscorable_with_the_repetition_column(tmp_path):
+    # The repetition column is a number (0 or the penalty), but it must not turn a sample the task reward declined
+    # (None) into a scored one: TRL leaves such a sample out of its group's mean and gives it advantage 0.
+    def odd_length_reward(completion_ids, **kwargs):
+        return [None if len(ids) % 2 else 1.0 for ids in completion_ids]
+
+    trainer = make_trainer(
+        tmp_path,
+        reward_funcs=odd_length_reward,
+        max_steps=2,
+        partial_rollout_budget=4,
+        partial_rollout_repetition_ngram_size=1,
+        partial_rollout_repetition_max_repeats=2,
+        partial_rollout_repetition_penalty=-1.0,
+    )
+    trainer.train()
+    declined_repeated = scored = 0
+    for batch in trainer.batches:
+        rewards = [
+            None if len(c) % 2 else 1.0 + (-1.0 if s == "repeated" else 0.0)
+            for c, s in zip(batch["completions"], batch["statuses"], strict=True)
+        ]
+        for start in range(0, len(rewards), 3):
+            group = rewards[start : start + 3]
+            known = [r for r in group if r is not None]
+            for j, r in enumerate(group):
+                expected = 0.0 if r is None else r - sum(known) / len(known)
+                assert batch["advantages"][start + j] == pytest.approx(expected, abs=1e-6)
+        declined_repeated += sum(
+            r is None and s == "repeated" for r, s in zip(rewards, batch["statuses"], strict=True)
+        )
+        scored += sum(r is not None for r in rewards)
+    assert declined_repeated and scored  # repeated samples the task reward declined: penalty column NaN, advantage 0
 
 
 def test_rows_carry_the_rollout_status_and_a_dataset_column_of_that_name_is_refused(tmp_path):

@@ -6,10 +6,14 @@ from trl_kimi import KimiConfig, KimiMirrorDescentTrainer  # in place of trl's G
 """
 
 import importlib
+import importlib.metadata
 from typing import TYPE_CHECKING
 
 
-__version__ = "0.1.0.dev0"
+try:
+    __version__ = importlib.metadata.version("trl-kimi")  # one source: setup.cfg, read from the installed metadata
+except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0.0.0+unknown"
 
 # Public names and the module that defines each. They are imported on first access (PEP 562), so that
 # `import trl_kimi` -- and `trl-kimi --help` -- does not pay for torch, transformers and TRL (about 8 s on 2 cores).
@@ -20,6 +24,7 @@ _LAZY_EXPORTS = {
     "Long2ShortConfig": ".long2short",
     "Long2ShortTrainer": ".long2short",
     "PartialRolloutBuffer": ".partial_rollouts",
+    "RepetitionPenaltyReward": ".rewards",
     "mean_baseline_advantages": ".losses",
     "mirror_descent_loss": ".losses",
 }
@@ -31,6 +36,7 @@ __all__ = [
     "Long2ShortConfig",
     "Long2ShortTrainer",
     "PartialRolloutBuffer",
+    "RepetitionPenaltyReward",
     "mean_baseline_advantages",
     "mirror_descent_loss",
 ]
@@ -39,7 +45,7 @@ if TYPE_CHECKING:
     from .long2short import Long2ShortConfig, Long2ShortTrainer
     from .losses import mean_baseline_advantages, mirror_descent_loss
     from .partial_rollouts import PartialRolloutBuffer
-    from .rewards import LengthPenaltyReward
+    from .rewards import LengthPenaltyReward, RepetitionPenaltyReward
     from .trainer import KimiConfig, KimiMirrorDescentTrainer
 
 

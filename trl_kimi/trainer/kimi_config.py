@@ -5,14 +5,14 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig
 
 from ..losses import LOGPROB_REDUCTIONS
+from ..partial_rollouts import PARTIAL_ROLLOUT_SCHEDULES
 from ..sampling import CURRICULUM_SCHEDULES, SAMPLING_STRATEGIES, _check_curriculum_steps
 
 
 # Optimizer steps per generated batch when the user sets none of `steps_per_generation`, `generation_batch_size` and
 # `num_iterations`: `steps_per_generation = DEFAULT_STEPS_PER_GENERATION_FACTOR × gradient_accumulation_steps`. The tau
 # term has zero gradient on a batch's first step (θ = θi), so with TRL's default (one step per batch) the method would
-# be REINFORCE with a mean baseline. 2 is the smallest number of steps per batch at which tau acts, and the setting
-# the side-by-side learning comparison with GRPOTrainer was measured with (2 optimizer steps per batch). Cost: each
+# be REINFORCE with a mean baseline. 2 is the smallest number of steps per batch at which tau acts. Cost: each
 # generated batch is twice as large and generated half as often, so the 2nd step trains on samples from a policy one
 # step older.
 DEFAULT_STEPS_PER_GENERATION_FACTOR = 2
@@ -125,10 +125,19 @@ class KimiConfig(GRPOConfig):
         > Parameters that control partial rollouts (§2.6, [`trl_kimi.partial_rollouts`])
 
         partial_rollout_budget (`int` or `None`, *optional*, defaults to `None`):
-            Token budget per trajectory and iteration; `None` turns partial rollouts off (TRL's full rollouts). Each
-            generation round gives every unfinished trajectory at most this many new tokens; what is still unfinished
-            waits in a [`~trl_kimi.PartialRolloutBuffer`] and is continued by the next policy. A group is scored and
-            trained on only when all its `num_generations` samples are done. Needs `1 <= budget <= max length`.
+            Token budget per trajectory and iteration; `None` turns partial rollouts off (TRL's full rollouts). With
+            the default `partial_rollout_schedule`, every trajectory advances at most this many new tokens per
+            iteration; what is still unfinished waits in a [`~trl_kimi.PartialRolloutBuffer`] and is continued by the
+            next policy. A group is scored and trained on only when all its `num_generations` samples are done.
+            Needs `1 <= budget <= max length`.
+        partial_rollout_schedule (`str`, *optional*, defaults to `"budget_per_iteration"`):
+            How an iteration fills its batch of complete groups. `"budget_per_iteration"` (the report's): one round
+            of at most the budget for every running trajectory; while the batch is not full, new prompts drawn from
+            `train_dataset` get one round each; a group not finished waits for the next iteration. Only when the
+            buffer already holds `ceil(max length / budget)` iterations' worth of groups does a further round continue
+            trajectories that had one (logged as `partial_rollouts/over_budget_rounds`). `"rounds_until_full"`: rounds
+            of at most the budget repeat for every running trajectory until the batch is full (a trajectory may then
+            advance several budgets in one iteration). See `docs/partial_rollouts.md` for a side-by-side measurement.
         partial_rollout_max_length (`int` or `None`, *optional*, defaults to `None`):
             Overall maximum completion length across continuations; a trajectory reaching it is truncated. `None`:
             `max_completion_length`.
@@ -149,17 +158,21 @@ class KimiConfig(GRPOConfig):
             that waited in the buffer for its group, or its group for a batch, keeps its tokens, and the reward judges
             the whole answer. The masked fraction is logged as `partial_rollouts/masked_token_fraction`. Why all
             tokens by default: excluding the earlier segments trains the first tokens of a long answer (those that
-            choose between a short and a long answer) only when it finishes within one round, and on the
-            partial-rollout benchmark (README, "Partial rollouts") every token in the loss was the faster and better
-            learning setting.
+            choose between a short and a long answer) only when it finishes within one round (measurement in
+            `docs/partial_rollouts.md`).
         partial_rollout_repetition_ngram_size (`int` or `None`, *optional*, defaults to `32`):
             Repeat detection during partial rollouts ([`~trl_kimi.rewards.find_repetition`]): a trajectory whose last
-            n tokens already occurred `partial_rollout_repetition_max_repeats` times is cut there, marked `repeated`
-            and penalised. `None` turns it off.
+            n tokens already occurred `partial_rollout_repetition_max_repeats` times is cut there and its row's
+            `rollout_status` is `"repeated"`, which [`~trl_kimi.rewards.RepetitionPenaltyReward`] penalises. `None`
+            turns it off.
         partial_rollout_repetition_max_repeats (`int`, *optional*, defaults to `3`):
             Occurrences (≥ 2) of the last n-gram that count as a repetition.
         partial_rollout_repetition_penalty (`float`, *optional*, defaults to `-0.5`):
-            Added to the total reward of a repeated trajectory, before the group's mean baseline (≤ 0).
+            Added to the total reward of a repeated trajectory, before the group's mean baseline (≤ 0), by a
+            `RepetitionPenaltyReward` column (`partial_rollout_repetition_penalty`) added to the reward functions.
+            When `reward_funcs` already holds a `RepetitionPenaltyReward` (e.g. `trl-kimi train --reward ...
+            repetition`), no column is added: that reward penalises the cut trajectories too, once, with its own
+            value.
 
     > [!NOTE]
     > These parameters have default values different from [`~trl.GRPOConfig`]:
@@ -278,7 +291,17 @@ class KimiConfig(GRPOConfig):
         default=None,
         metadata={
             "help": "Token budget per trajectory and iteration (partial rollouts); unset = off. Unfinished "
-            "trajectories are continued at the next iteration; max_completion_length is the overall maximum."
+            "trajectories are continued at the next iteration; max_completion_length is the overall maximum. See "
+            "--partial_rollout_schedule."
+        },
+    )
+    partial_rollout_schedule: str = field(
+        default="budget_per_iteration",
+        metadata={
+            "help": "Partial rollouts: 'budget_per_iteration' (the report's: each trajectory advances at most the "
+            "budget per iteration, new prompts fill the batch, unfinished groups wait for the next iteration) or "
+            "'rounds_until_full' (rounds of the budget repeat until the batch is full).",
+            "choices": list(PARTIAL_ROLLOUT_SCHEDULES),
         },
     )
     partial_rollout_max_length: int | None = field(
@@ -459,6 +482,9 @@ class KimiConfig(GRPOConfig):
             _check_curriculum_steps(self.curriculum_schedule, self.curriculum_steps)
         # The sampler resumes exactly only from a checkpoint between two generated batches: TRL regenerates a
         # half-used batch on resume (with the new weights), which would feed its success back twice.
+        self._check_checkpoints_between_batches(f"sampling_strategy={self.sampling_strategy!r}")
+
+    def _check_checkpoints_between_batches(self, feature: str) -> None:
         batch_micro_steps = self.steps_per_generation * self.num_iterations
         if (
             self.save_strategy == "steps"
@@ -466,10 +492,9 @@ class KimiConfig(GRPOConfig):
             and (int(self.save_steps) * self.gradient_accumulation_steps) % batch_micro_steps
         ):
             raise ValueError(
-                f"With sampling_strategy={self.sampling_strategy!r}, checkpoints must fall between generated batches: "
-                f"save_steps ({self.save_steps}) x gradient_accumulation_steps ({self.gradient_accumulation_steps}) "
-                f"must be a multiple of steps_per_generation x num_iterations ({batch_micro_steps}). Pick save_steps "
-                "accordingly."
+                f"With {feature}, checkpoints must fall between generated batches: save_steps ({self.save_steps}) x "
+                f"gradient_accumulation_steps ({self.gradient_accumulation_steps}) must be a multiple of "
+                f"steps_per_generation x num_iterations ({batch_micro_steps}). Pick save_steps accordingly."
             )
 
     def _check_dynamic_sampling(self) -> None:
@@ -499,16 +524,7 @@ class KimiConfig(GRPOConfig):
                 f"({self.steps_per_generation}) x num_iterations ({self.num_iterations}) must be a multiple of "
                 f"gradient_accumulation_steps ({self.gradient_accumulation_steps})."
             )
-        if (
-            self.save_strategy == "steps"
-            and self.save_steps >= 1
-            and (int(self.save_steps) * self.gradient_accumulation_steps) % batch_micro_steps
-        ):
-            raise ValueError(
-                f"With dynamic_sampling, checkpoints must fall between generated batches: save_steps ({self.save_steps}) "
-                f"x gradient_accumulation_steps ({self.gradient_accumulation_steps}) must be a multiple of "
-                f"steps_per_generation x num_iterations ({batch_micro_steps})."
-            )
+        self._check_checkpoints_between_batches("dynamic_sampling")
 
     def _check_partial_rollouts(self) -> None:
         budget = self.partial_rollout_budget
@@ -520,48 +536,38 @@ class KimiConfig(GRPOConfig):
                     "--partial_rollout_budget (tokens per trajectory and iteration) or unset them."
                 )
             return
-        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-            raise ValueError(
-                f"partial_rollout_budget must be an integer >= 1 (new tokens per trajectory and iteration), got "
-                f"{budget!r}; pass e.g. --partial_rollout_budget 256, or leave it unset for full rollouts."
-            )
-        max_length = self.partial_rollout_max_length
-        if max_length is not None and (isinstance(max_length, bool) or max_length < 1):
-            raise ValueError(
-                f"partial_rollout_max_length must be >= 1 or unset (= max_completion_length), got {max_length!r}."
-            )
-        max_length = self.max_completion_length if max_length is None else max_length
+        # Integer settings: (name, smallest value, what unset means; None: must be set).
+        for name, low, unset in [
+            ("partial_rollout_budget", 1, None),
+            ("partial_rollout_max_length", 1, "max_completion_length"),
+            ("partial_rollout_extra_groups", 0, "one generated batch's worth"),
+            ("partial_rollout_max_continuations", 0, "only the maximum length bounds a trajectory"),
+            ("partial_rollout_repetition_ngram_size", 1, "no repeat detection"),
+            ("partial_rollout_repetition_max_repeats", 2, None),
+        ]:
+            value = getattr(self, name)
+            if (value is not None or unset is None) and (not isinstance(value, int) or value < low):
+                raise ValueError(
+                    f"{name} must be an integer >= {low}{f' or unset ({unset})' if unset else ''}, got {value!r}; "
+                    "see --help for its meaning (e.g. --partial_rollout_budget 256, new tokens per trajectory and "
+                    "iteration)."
+                )
+        max_length = self.partial_rollout_max_length or self.max_completion_length
         if budget > max_length:
             raise ValueError(
                 f"partial_rollout_budget ({budget}) is larger than the overall maximum length ({max_length}, "
                 "partial_rollout_max_length or else max_completion_length): every trajectory would finish in one "
                 "round. Pass a smaller budget or raise the maximum length."
             )
-        extra = self.partial_rollout_extra_groups
-        if extra is not None and (isinstance(extra, bool) or extra < 0):
+        if self.partial_rollout_schedule not in PARTIAL_ROLLOUT_SCHEDULES:
             raise ValueError(
-                f"partial_rollout_extra_groups must be >= 0 or unset (one generated batch's worth), got {extra!r}."
+                f"partial_rollout_schedule must be one of {PARTIAL_ROLLOUT_SCHEDULES}, got "
+                f"{self.partial_rollout_schedule!r}."
             )
         if self.save_only_model:
             raise ValueError(
                 "save_only_model=True writes no trainer state, so the partial-rollout buffer (kimi_rollout_buffer.pt) "
                 "would not be saved and its trajectories would be lost on resume. Set save_only_model=False."
-            )
-        continuations = self.partial_rollout_max_continuations
-        if continuations is not None and (isinstance(continuations, bool) or continuations < 0):
-            raise ValueError(
-                f"partial_rollout_max_continuations must be >= 0 or unset, got {continuations!r}; unset it to let "
-                "max_completion_length alone bound a trajectory."
-            )
-        ngram = self.partial_rollout_repetition_ngram_size
-        if ngram is not None and ngram < 1:
-            raise ValueError(
-                f"partial_rollout_repetition_ngram_size must be >= 1 or unset (no repeat detection), got {ngram}."
-            )
-        if self.partial_rollout_repetition_max_repeats < 2:
-            raise ValueError(
-                "partial_rollout_repetition_max_repeats must be >= 2 (an n-gram seen once is no repetition), got "
-                f"{self.partial_rollout_repetition_max_repeats}."
             )
         penalty = self.partial_rollout_repetition_penalty
         if not math.isfinite(penalty) or penalty > 0:
@@ -593,14 +599,4 @@ class KimiConfig(GRPOConfig):
                 f"{per_process} must be a multiple of num_generations ({self.num_generations})."
             )
         # TRL regenerates a half-used batch on resume: the buffer saved in the middle of one would be replayed twice.
-        batch_micro_steps = self.steps_per_generation * self.num_iterations
-        if (
-            self.save_strategy == "steps"
-            and self.save_steps >= 1
-            and (int(self.save_steps) * self.gradient_accumulation_steps) % batch_micro_steps
-        ):
-            raise ValueError(
-                f"With partial rollouts, checkpoints must fall between generated batches: save_steps "
-                f"({self.save_steps}) x gradient_accumulation_steps ({self.gradient_accumulation_steps}) must be a "
-                f"multiple of steps_per_generation x num_iterations ({batch_micro_steps}). Pick save_steps accordingly."
-            )
+        self._check_checkpoints_between_batches("partial rollouts")

@@ -5,7 +5,9 @@ Trainer glue for partial rollouts (§2.6 of [Kimi k1.5](https://huggingface.co/p
 TRL's generated batch is `_generate_and_score_completions(inputs)`: generate one completion per row of `inputs`, score
 them, compute the log-probabilities. With partial rollouts the rows of `inputs` enter the buffer as new groups; the
 buffer is driven by rounds of at most `partial_rollout_budget` new tokens (TRL's own `_generate_single_turn`, HF
-`generate` or vLLM, with its maximum length lowered to the round's budget) until enough groups are complete; then
+`generate` or vLLM, with its maximum length lowered to the round's budget) until enough groups are complete, as
+`partial_rollout_schedule` says (by default each trajectory gets one round per iteration and new prompts drawn from
+`train_dataset` fill the batch; [`~trl_kimi.partial_rollouts.generate_iteration`]); then
 TRL's `_generate_and_score_completions` runs unchanged on the rows of those complete groups, and its
 `_generate_single_turn` hands back their stored completions instead of generating. Batch shapes are TRL's.
 
@@ -25,7 +27,13 @@ import torch
 from accelerate.utils import gather_object
 from datasets import Dataset
 
-from ..partial_rollouts import PartialRolloutBuffer, RoundStats, generate_until_ready, loss_token_mask
+from ..partial_rollouts import (
+    PartialRolloutBuffer,
+    RoundStats,
+    generate_iteration,
+    generate_until_ready,
+    loss_token_mask,
+)
 from ..rewards import ROLLOUT_STATUS_COLUMN, RepetitionPenaltyReward
 
 
@@ -58,9 +66,9 @@ class PartialRolloutMixin:
     reward, advantages and logs include it.
 
     Overrides, each wrapping `super()`:
-    - `_generate_and_score_completions`: new rows → buffer; rounds until `generation_batch_size / num_generations`
-      groups (per process share) are complete; TRL scores those groups (their rows plus `rollout_status`); the groups
-      leave the buffer only once scored;
+    - `_generate_and_score_completions`: new rows → buffer; rounds (per `partial_rollout_schedule`) until
+      `generation_batch_size / num_generations` groups (per process share) are complete; TRL scores those groups
+      (their rows plus `rollout_status`); the groups leave the buffer only once scored;
     - `_generate_single_turn`: the stored completions of the complete groups (TRL's path otherwise);
     - `_generate`: with `partial_rollout_stale_tokens_in_loss=False`, the loss mask of the segments before each
       trajectory's newest (TRL's `tool_mask`, which the loss multiplies in);
@@ -92,13 +100,19 @@ class PartialRolloutMixin:
         self._groups_per_batch = per_process // self.num_generations
         extra = args.partial_rollout_extra_groups
         self._extra_groups = self._groups_per_batch if extra is None else extra
-        if self._extra_groups and not isinstance(self.train_dataset, Dataset):
+        per_iteration = args.partial_rollout_schedule == "budget_per_iteration"
+        if (self._extra_groups or per_iteration) and not isinstance(self.train_dataset, Dataset):
             raise ValueError(
-                f"partial_rollout_extra_groups={self._extra_groups} draws prompts from train_dataset by index, which "
-                f"needs a map-style datasets.Dataset, got {type(self.train_dataset).__name__}. Load the dataset "
-                "without streaming, or set partial_rollout_extra_groups=0."
+                f"partial_rollout_extra_groups={self._extra_groups} and partial_rollout_schedule="
+                f"{args.partial_rollout_schedule!r} draw prompts from train_dataset by index, which needs a map-style "
+                f"datasets.Dataset, got {type(self.train_dataset).__name__}. Load the dataset without streaming, or "
+                "set partial_rollout_extra_groups=0 and partial_rollout_schedule='rounds_until_full'."
             )
         max_length = args.partial_rollout_max_length or self.max_completion_length
+        # Groups in flight: one batch's worth plus the extra groups arrive per iteration, and a trajectory lives at
+        # most ceil(max_length / budget) iterations. The budget-per-iteration schedule draws new prompts up to this.
+        lifetime = -(-max_length // args.partial_rollout_budget) if per_iteration else 1
+        self._max_groups = (self._groups_per_batch + self._extra_groups) * lifetime
         self.rollout_buffer = PartialRolloutBuffer(
             num_generations=self.num_generations,
             token_budget=args.partial_rollout_budget,
@@ -107,9 +121,8 @@ class PartialRolloutMixin:
             eos_token_ids=self.eos_token_ids,
             repetition_ngram_size=args.partial_rollout_repetition_ngram_size,
             repetition_max_repeats=args.partial_rollout_repetition_max_repeats,
-            # Each generated batch adds as many groups as it takes out, so the buffer never holds more than the extra
-            # groups plus one batch: a larger size means a bug, and raises.
-            capacity=(self._groups_per_batch + self._extra_groups) * self.num_generations,
+            # Never more than `_max_groups` plus the batch the data loader adds: a larger size means a bug, and raises.
+            capacity=(self._max_groups + self._groups_per_batch) * self.num_generations,
         )
         if args.partial_rollout_repetition_ngram_size is not None:
             self._add_repetition_reward()
@@ -160,9 +173,19 @@ class PartialRolloutMixin:
             round_times.append(time.perf_counter() - round_start)
             return out
 
-        rounds = generate_until_ready(
-            buffer, timed, self._groups_per_batch, any_process_needs_more=self._any_process if collective else None
-        )
+        any_process = self._any_process if collective else None
+        if self.args.partial_rollout_schedule == "budget_per_iteration":
+            columns = set(inputs[0])
+            rounds = generate_iteration(
+                buffer,
+                timed,
+                self._groups_per_batch,
+                add_groups=lambda n: self._draw_groups(n, columns),
+                max_groups=self._max_groups,
+                any_process_needs_more=any_process,
+            )
+        else:
+            rounds = generate_until_ready(buffer, timed, self._groups_per_batch, any_process_needs_more=any_process)
         generation_time = time.perf_counter() - start
 
         ready = buffer.peek_groups(self._groups_per_batch)
@@ -286,11 +309,26 @@ class PartialRolloutMixin:
         """Fill the buffer once with `_extra_groups` groups drawn from train_dataset (seeded, per process)."""
         rng = random.Random(self.args.seed * 7919 + self.accelerator.process_index)
         size = len(self.train_dataset)
-        indices = rng.sample(range(size), min(self._extra_groups, size))
-        columns = set(inputs[0])  # as the data loader hands them (it may drop unused columns)
+        self._add_rows(rng.sample(range(size), min(self._extra_groups, size)), set(inputs[0]))
+
+    def _draw_groups(self, num_groups: int, columns: set[str]) -> list:
+        """`num_groups` new groups drawn from train_dataset, seeded by the buffer's state (so a resumed run draws the
+        same ones); returns their trajectories."""
+        buffer = self.rollout_buffer
+        rng = random.Random(
+            (self.args.seed * 7919 + self.accelerator.process_index) * 1_000_003 + buffer.next_group_id
+        )
+        size = len(self.train_dataset)
+        indices = rng.sample(range(size), min(num_groups, size))
+        self._add_rows(indices, columns)
+        return buffer.trajectories[len(buffer) - len(indices) * self.num_generations :]
+
+    def _add_rows(self, indices: list[int], columns: set[str]) -> None:
+        """Add the groups of these train_dataset rows, with the columns the data loader hands out (it may drop some)."""
         rows = [{k: v for k, v in self.train_dataset[i].items() if k in columns} for i in indices]
         rows = [row for row in rows for _ in range(self.num_generations)]
-        self.rollout_buffer.add(rows, self._tokenize_prompts([x["prompt"] for x in rows])[0])
+        if rows:
+            self.rollout_buffer.add(rows, self._tokenize_prompts([x["prompt"] for x in rows])[0])
 
     # ------------------------------------------------------------------ metrics
     def _log_partial_rollouts(
@@ -329,6 +367,7 @@ class PartialRolloutMixin:
         maxes = {
             "continuations_max": max(t.num_continuations for t in ready),
             "rounds": len(rounds),
+            "over_budget_rounds": sum(r.over_budget for r in rounds),
             "longest_sample_wait_s": waiting,
             "generation_time_s": generation_time,
         }
@@ -355,6 +394,7 @@ class PartialRolloutMixin:
         metrics["partial_rollouts/truncated_fraction"].append(s["truncated"] / max(s["samples"], 1))
         metrics["partial_rollouts/masked_token_fraction"].append(s["masked_tokens"] / max(s["tokens"], 1))
         metrics["partial_rollouts/rounds"].append(m["rounds"])
+        metrics["partial_rollouts/over_budget_rounds"].append(m["over_budget_rounds"])
         metrics["partial_rollouts/longest_sample_wait_s"].append(m["longest_sample_wait_s"])
         metrics["partial_rollouts/generation_time_s"].append(m["generation_time_s"])
 
