@@ -517,19 +517,29 @@ class CurationConfig:
             Sampling seed: the same settings give the same dataset.
     """
 
-    solution_column: str = "solution"
-    drop_formats: list[str] = field(default_factory=lambda: list(HACKABLE_FORMATS))
-    near_duplicate_threshold: float | None = 0.8
-    overlap_ngram_size: int = 13
-    num_guess_tries: int = 8
-    guess_max_new_tokens: int = 32
-    guess_instruction: str = ANSWER_ONLY_INSTRUCTION
-    num_samples: int = 10
-    temperature: float = 1.0
-    max_new_tokens: int = 1024
-    success_threshold: float = 1.0
-    batch_size: int = 64
-    seed: int = 0
+    solution_column: str = field(default="solution", metadata={"help": "Column with the gold answer."})
+    drop_formats: list[str] = field(
+        default_factory=lambda: list(HACKABLE_FORMATS),
+        metadata={"help": f"Hackable formats to drop, of {list(HACKABLE_FORMATS)}."},
+    )
+    near_duplicate_threshold: float | None = field(
+        default=0.8,
+        metadata={"help": "Jaccard similarity of character 5-grams from which a text is a near duplicate."},
+    )
+    overlap_ngram_size: int = field(
+        default=13, metadata={"help": "Word n-gram shared with the evaluation set that marks an overlap."}
+    )
+    num_guess_tries: int = field(default=8, metadata={"help": "Answer-only tries per prompt (0 skips the test)."})
+    guess_max_new_tokens: int = field(default=32, metadata={"help": "Token cap of an answer-only try."})
+    guess_instruction: str = field(
+        default=ANSWER_ONLY_INSTRUCTION, metadata={"help": "Appended to the problem for the answer-only tries."}
+    )
+    num_samples: int = field(default=10, metadata={"help": "Samples per prompt for the pass rate (0 skips it)."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of every model step."})
+    max_new_tokens: int = field(default=1024, metadata={"help": "Token cap of a pass-rate sample."})
+    success_threshold: float = field(default=1.0, metadata={"help": "Reward from which a sample is correct."})
+    batch_size: int = field(default=64, metadata={"help": "Sequences per generation call."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed."})
 
     def __post_init__(self):
         unknown = [f for f in self.drop_formats if f not in HACKABLE_FORMATS]
