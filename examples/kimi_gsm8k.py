@@ -41,6 +41,20 @@ accelerate launch --config_file examples/accelerate_configs/deepspeed_zero3.yaml
 
 `--steps_per_generation` larger than `--gradient_accumulation_steps` makes several optimizer steps per generated
 batch, which is where `--tau` (the pull towards the iteration's policy) acts.
+
+Curation (report §2.2, `trl_kimi.curation`): before training, the rules drop hackable formats (multiple choice,
+true/false, yes/no, proofs), exact and near duplicates and, with an evaluation set, training problems sharing a
+13-word n-gram with it (`--curate false` turns this off). Cost: seconds on a CPU (GSM8K's 7,473 training problems: 3
+near duplicates; 4 share a 13-gram with its test split). The model steps of the report (drop problems the model
+answers right in any of 8 answer-only tries; label difficulty by pass rate over 10 samples) need generation, so they
+are a separate command whose output this script trains on; they cost about N x (8 x 32 + 10 x max_new_tokens)
+generated tokens for N problems (the pass rates dominate; `--num_samples 0` skips them):
+
+```bash
+trl-kimi curate --model_name_or_path Qwen/Qwen2.5-1.5B-Instruct --dataset_name openai/gsm8k --dataset_config main \
+    --eval_dataset_name openai/gsm8k --eval_dataset_config main --use_vllm --output_dir gsm8k-curated
+accelerate launch examples/kimi_gsm8k.py --train_file gsm8k-curated/kept.jsonl ...  # flags as above
+```
 """
 
 from dataclasses import dataclass, field
@@ -48,6 +62,7 @@ from dataclasses import dataclass, field
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from trl_kimi import KimiConfig, KimiMirrorDescentTrainer, LengthPenaltyReward
+from trl_kimi.curation import CurationConfig, curate
 from trl_kimi.distributed import end_training
 from trl_kimi.hub import load_dataset_any
 from trl_kimi.prompts import make_prompt_dataset
@@ -77,6 +92,9 @@ class KimiMathScriptArguments(ScriptArguments):
             Steps before it starts: an integer >= 1, or a fraction of `max_steps`.
         repetition_penalty_reward (`float`, *optional*, defaults to `0.0`):
             Reward of a completion with a 32-token n-gram repeated 3 times (0 = off; the spec uses -0.5).
+        curate (`bool`, *optional*, defaults to `True`):
+            Drop hackable formats, duplicates and problems overlapping the evaluation set before training
+            (`trl_kimi.curation.curate` without a model).
     """
 
     dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset, e.g. openai/gsm8k."})
@@ -92,6 +110,9 @@ class KimiMathScriptArguments(ScriptArguments):
     repetition_penalty_reward: float = field(
         default=0.0, metadata={"help": "Reward of a repeated completion (0 = off, e.g. -0.5)."}
     )
+    curate: bool = field(
+        default=True, metadata={"help": "Drop hackable formats, duplicates and eval-set overlap before training."}
+    )
 
 
 def load_split(script_args: KimiMathScriptArguments, file: str | None, split: str, limit: int | None):
@@ -103,6 +124,8 @@ def load_split(script_args: KimiMathScriptArguments, file: str | None, split: st
         file or script_args.dataset_name, script_args.dataset_config, split=split, num_rows=limit
     )
     columns = dataset.column_names
+    if "prompt" in columns and "solution" in columns:  # already in TRL's format (e.g. `trl-kimi curate`'s kept.jsonl)
+        return dataset
     benchmark = (
         "gsm8k"
         if "question" in columns
@@ -161,6 +184,13 @@ def main(script_args: KimiMathScriptArguments, training_args: KimiConfig, model_
         eval_dataset = load_split(
             script_args, script_args.eval_file, script_args.dataset_test_split, script_args.max_eval_samples
         )
+    if script_args.curate:
+        # The rules only (no model): cheap, and the same on every process.
+        result = curate(train_dataset, config=CurationConfig(), eval_dataset=eval_dataset)
+        print(
+            f"Curation kept {result.summary['num_kept']} of {len(train_dataset)} problems: {result.summary['dropped']}"
+        )
+        train_dataset = result.kept.remove_columns(["pass_rate", "difficulty"])
 
     ################
     # Training

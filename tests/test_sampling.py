@@ -2,15 +2,13 @@ import pytest
 import torch
 from datasets import Dataset
 
-from tests.utils import eos_prone_model, tiny_config, tiny_model
+from tests.utils import tiny_config, tiny_model
 from trl_kimi import KimiMirrorDescentTrainer
-from trl_kimi.generation import sample_completions
 from trl_kimi.sampling import (
     CurriculumSampler,
     PrioritizedSampler,
     _batch_generator,
     difficulty_pools,
-    estimate_pass_rates,
     prioritized_weights,
     read_difficulties,
 )
@@ -259,34 +257,3 @@ def test_success_reward_must_name_a_reward_function(tmp_path):
             train_dataset=arithmetic.make_rl_dataset(8, seed=0, max_terms=3),
             processing_class=tokenizer,
         )
-
-
-# ---------------------------------------------------------------------------------------------------- pass rates
-def test_estimate_pass_rates_is_a_seeded_fraction_and_leaves_the_global_rng_alone():
-    tokenizer = arithmetic.make_tokenizer()
-    model = eos_prone_model(tokenizer, p_eos=0.5)  # half the samples stop within 4 tokens, half are truncated
-    data = arithmetic.make_rl_dataset(4, seed=0, max_terms=3)
-
-    def first_char_is_digit_reward(completions, **kwargs):
-        return [float(c[:1].isdigit()) for c in completions]
-
-    torch.manual_seed(123)
-    before = torch.random.get_rng_state()
-    out = estimate_pass_rates(model, tokenizer, data, first_char_is_digit_reward, num_samples=8, max_new_tokens=4)
-    assert torch.equal(torch.random.get_rng_state(), before)
-    again = estimate_pass_rates(model, tokenizer, data, first_char_is_digit_reward, num_samples=8, max_new_tokens=4)
-    rates = out["pass_rate"]
-    assert rates == again["pass_rate"]
-    # the package's scoring rule, by hand on the same samples: a truncated sample fails without being scored
-    groups = sample_completions(model, tokenizer, data["prompt"], 8, max_new_tokens=4, seed=0)
-    expected = [sum(c.finished and c.text[:1].isdigit() for c in group) / 8 for group in groups]
-    assert rates == expected
-    assert 0 < sum(c.finished for group in groups for c in group) < 32  # both kinds occur
-    assert any(c.text[:1].isdigit() and not c.finished for group in groups for c in group)  # one the rule fails
-
-    def undecided_reward(completions, **kwargs):
-        return [None] * len(completions)
-
-    # None ("not applicable") counts as a failure, as everywhere in the package (and in TRL training with one reward)
-    assert estimate_pass_rates(model, tokenizer, data, undecided_reward, 2, max_new_tokens=2)["pass_rate"] == [0.0] * 4
-    assert out["prompt"] == data["prompt"]

@@ -27,6 +27,7 @@ COMMANDS = {
     "long2short": ("trl_kimi.scripts.long2short", "Long2short RL: shorten a long-CoT model's answers (Kimi §2.4)."),
     "eval": ("trl_kimi.scripts.evaluate", "avg@n, pass@k and completion lengths on MATH-500, GSM8K, AIME, ..."),
     "verify": ("trl_kimi.scripts.verify", "Score a JSON Lines file of answers with the math or code verifier."),
+    "curate": ("trl_kimi.scripts.curate", "Curate an RL prompt set: formats, duplicates, guessable, pass rates."),
 }
 
 USAGE = "usage: trl-kimi {" + ",".join([*COMMANDS, "examples"]) + "} [--config CONFIG.yaml] [--<field> VALUE ...]"

@@ -245,7 +245,7 @@ def sample_and_score(
     Sample `num_samples` answers to each `prompt` of `dataset`, score them with `reward_func`, summarise: the one
     "sample and score" loop of the package, behind evaluation (`trl-kimi eval`), rejection sampling and
     DPO pairs (`trl_kimi.long2short`), `Long2ShortTrainer.evaluate`, pass-rate estimation
-    ([`~trl_kimi.sampling.estimate_pass_rates`]) and the arithmetic task's `evaluate_accuracy`.
+    ([`~trl_kimi.curation.estimate_pass_rates`]) and the arithmetic task's `evaluate_accuracy`.
 
     Sampling goes through [`~trl_kimi.generation.sample_completions`] (HF `generate` after
     `torch.manual_seed(seed)`, or vLLM with `llm=`): the same arguments give the same samples. The rules:

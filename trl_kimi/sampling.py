@@ -4,7 +4,7 @@ Curriculum and prioritised sampling of problems, §2.3.4 of [Kimi k1.5](https://
 TRL draws prompts with [`~trl.trainer.utils.RepeatSampler`]: a fresh permutation per epoch. The report instead
 
 - trains from easy to hard problems (**curriculum**, [`CurriculumSampler`]), with difficulty labels or pass rates
-  measured with the current model ([`estimate_pass_rates`]);
+  measured with the current model ([`~trl_kimi.curation.estimate_pass_rates`]);
 - samples the problems the model still fails more often (**prioritised**, [`PrioritizedSampler`]): P(i) ∝ 1 − s_i,
   s_i the success rate of problem i, here with a floor ε on the weight so solved problems still come back.
 
@@ -39,16 +39,13 @@ Example:
 ```
 """
 
-from collections.abc import Callable, Sequence
-from statistics import fmean
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from datasets import Dataset
 from torch.utils.data import Sampler
-
-from .evaluation import sample_and_score
 
 
 __all__ = [
@@ -59,9 +56,12 @@ __all__ = [
     "PrioritizedSampler",
     "SuccessRateTracker",
     "difficulty_pools",
-    "estimate_pass_rates",
+    "informative_groups",
+    "merge_generated_batches",
     "prioritized_weights",
     "read_difficulties",
+    "refill_indices",
+    "select_groups",
 ]
 
 SAMPLING_STRATEGIES = ("uniform", "curriculum", "prioritized")
@@ -137,7 +137,7 @@ def read_difficulties(dataset: Dataset, column: str) -> list[float]:
         raise ValueError(
             f"The curriculum needs a difficulty column, but the training dataset has no column {column!r} (its "
             f"columns: {dataset.column_names}). Add one (higher = harder; e.g. 1 - pass_rate from "
-            "trl_kimi.sampling.estimate_pass_rates) or pass --difficulty_column <name of an existing column>."
+            "trl_kimi.curation.estimate_pass_rates) or pass --difficulty_column <name of an existing column>."
         )
     values = dataset[column]
     for i, value in enumerate(values):
@@ -513,63 +513,149 @@ def _check_curriculum_steps(schedule: str, boundaries: Sequence[int] | None) -> 
         )
 
 
-# ---------------------------------------------------------------------------------------------------- pass rates
-def estimate_pass_rates(
-    model,
-    tokenizer,
-    dataset: Dataset,
-    reward_func: Callable[..., list[float | None]],
-    num_samples: int = 10,
-    temperature: float = 1.0,
-    max_new_tokens: int = 256,
-    batch_size: int = 64,
-    success_threshold: float = 1.0,
-    column: str = "pass_rate",
-    seed: int = 0,
-) -> Dataset:
-    r"""
-    Difficulty without labels (Kimi k1.5 §2.3.4): the current model's pass rate on each problem, as a new column.
+# ---------------------------------------------------------------------------------------------------- dynamic sampling
+# Dynamic sampling (beyond the report; KimiConfig(dynamic_sampling=True)): with a mean baseline a group whose rewards
+# are all equal has zero advantage and teaches nothing, so the trainer keeps generating groups until the batch holds
+# enough informative ones. These are its pure parts; the trainer's `_generate_informative_groups` is the glue.
+_REFILL_STREAM = 0x0D15  # keeps the refill draws apart from the samplers' (seed, batch) streams
 
-    Each prompt is sampled `num_samples` times at `temperature` (the report: 10 samples, high temperature) and scored
-    by [`~trl_kimi.evaluation.sample_and_score`], with its rules: `reward_func` gets TRL's arguments (the dataset's
-    other columns, `completion_ids`, ...), a truncated sample fails without reaching it, a `None` reward fails. A
-    sample passes when its reward is at least `success_threshold`. Returns a copy of `dataset` with `column` = the
-    fraction that passed. For a curriculum, higher must mean harder:
-    ``dataset.map(lambda row: {"difficulty": 1.0 - row["pass_rate"]})``. Prompts may be strings or conversations.
-    The global torch RNG is left as it was.
+
+def informative_groups(
+    rewards_per_func: torch.Tensor, reward_weights: torch.Tensor, num_generations: int
+) -> torch.Tensor:
+    r"""
+    Which groups can teach: ``(N, F)`` rewards per function (NaN = "not applicable", TRL's convention) → ``(N / G,)``
+    booleans, True when the group's total rewards ``Σ_f w_f r_f`` (NaN-sums, as TRL's; a sample every function
+    declined is left out, as from TRL's baseline) are not all equal. A group whose rewards are all equal (all right,
+    all wrong, or one scorable sample) has advantages ``r − mean(r) = 0`` and no policy gradient.
 
     Example:
     ```python
-    >>> from trl_kimi.tasks import arithmetic
-    >>> tokenizer = arithmetic.make_tokenizer()
-    >>> model = arithmetic.make_model(tokenizer, hidden_size=32, num_layers=1, num_heads=2)
-    >>> data = arithmetic.make_rl_dataset(3, seed=0, max_terms=3)
-    >>> data = estimate_pass_rates(model, tokenizer, data, arithmetic.addition_reward, num_samples=2, max_new_tokens=8)
-    >>> data.column_names, len(data["pass_rate"])
-    (['prompt', 'answer', 'pass_rate'], 3)
+    >>> rewards = torch.tensor([[1.0], [1.0], [0.0], [1.0], [float("nan")], [0.0]])
+    >>> informative_groups(rewards, torch.ones(1), num_generations=2).tolist()
+    [False, True, False]
 
     ```
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}; the report uses 10.")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 (pass rates need sampling), got {temperature}; e.g. 1.0.")
-    if column in dataset.column_names:
-        raise ValueError(f"The dataset already has a column {column!r}; pass another column= or remove it first.")
-    device = next(model.parameters()).device
-    # Sampling seeds torch's global RNG; a pass-rate estimate before training must not change the training's draws.
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        result = sample_and_score(
-            model,
-            tokenizer,
-            dataset,
-            reward_func,
-            num_samples,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_k=0,
-            batch_size=batch_size,
-            seed=seed,
-            success_threshold=success_threshold,
+    if rewards_per_func.size(0) % num_generations:
+        raise ValueError(f"{rewards_per_func.size(0)} rewards do not make groups of {num_generations}.")
+    totals = (rewards_per_func * reward_weights.to(rewards_per_func).unsqueeze(0)).nansum(dim=1)  # (N,)
+    totals[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+    groups = totals.view(-1, num_generations)  # (B, G)
+    scorable = ~torch.isnan(groups)
+    high = torch.where(scorable, groups, -torch.inf).max(dim=1).values  # (B,)
+    low = torch.where(scorable, groups, torch.inf).min(dim=1).values  # (B,)
+    return scorable.any(dim=1) & (high > low)
+
+
+def select_groups(informative: Sequence[Sequence[bool]], quota: int) -> tuple[list[tuple[int, int]], int]:
+    """
+    The groups a dynamically sampled batch is made of, as (try, group) pairs: the first `quota` informative groups in
+    the order they were generated; when the tries ran out first, the batch is topped up with the earliest
+    uninformative groups (what plain GRPO would have trained on). Returns the pairs, in generation order, and how many
+    uninformative groups were needed.
+
+    Example:
+    ```python
+    >>> select_groups([[True, False, False], [False, True, True]], quota=3)
+    ([(0, 0), (1, 1), (1, 2)], 0)
+    >>> select_groups([[False, True], [False, False]], quota=2)
+    ([(0, 0), (0, 1)], 1)
+
+    ```
+    """
+    flat = [(t, g) for t, groups in enumerate(informative) for g in range(len(groups))]
+    good = [(t, g) for t, g in flat if informative[t][g]][:quota]
+    filler = [(t, g) for t, g in flat if not informative[t][g]][: quota - len(good)]
+    if len(good) + len(filler) < quota:
+        raise ValueError(f"{len(flat)} groups were generated, fewer than the {quota} a batch needs.")
+    return sorted(good + filler), len(filler)
+
+
+def refill_indices(
+    num_problems: int,
+    num_prompts: int,
+    seed: int,
+    batch_id: int,
+    attempt: int,
+    rank: int,
+    probabilities: torch.Tensor | None = None,
+) -> list[int]:
+    """
+    Problems of a dynamic-sampling refill: `num_prompts` draws with replacement from `probabilities` (uniform when
+    `None`), from a generator seeded with (`seed`, `batch_id`, `attempt`, `rank`). Counter-based like the samplers'
+    draws, so a resumed run draws the same refills and each process draws its own.
+
+    Example:
+    ```python
+    >>> refill_indices(10, 3, seed=0, batch_id=4, attempt=1, rank=0) == refill_indices(10, 3, 0, 4, 1, 0)
+    True
+
+    ```
+    """
+    state = np.random.SeedSequence([seed, batch_id, attempt, rank, _REFILL_STREAM]).generate_state(1, dtype=np.uint64)
+    generator = torch.Generator().manual_seed(int(state[0]) & 0x7FFF_FFFF_FFFF_FFFF)
+    if probabilities is None:
+        probabilities = torch.ones(num_problems, dtype=torch.float64)
+    return torch.multinomial(probabilities.double(), num_prompts, replacement=True, generator=generator).tolist()
+
+
+# The keys of TRL's generated batch (`_generate_and_score_completions`) a dynamically sampled batch is assembled from.
+_LEFT_PADDED = {"prompt_ids", "prompt_mask"}
+_RIGHT_PADDED = {
+    "completion_ids",
+    "completion_mask",
+    "old_per_token_logps",
+    "ref_per_token_logps",
+    "sampling_per_token_logps",
+    "importance_sampling_ratio",
+    "tool_mask",
+}
+_PER_SAMPLE = {"advantages"}
+
+
+def merge_generated_batches(
+    outputs: Sequence[dict[str, Any]], picks: Sequence[tuple[int, int]], num_generations: int, pad_token_id: int
+) -> dict[str, Any]:
+    """
+    One generated batch in TRL's layout from the groups `picks` = (output, group) of several: rows ``g·G … g·G + G − 1``
+    of each picked output, in order; prompts re-padded on the left (`prompt_ids` with `pad_token_id`, masks with 0),
+    completions and per-token values on the right (`completion_ids` with `pad_token_id`, the rest with 0), advantages
+    concatenated. `num_items_in_batch` is left out (it is a count over all processes: the caller recomputes it).
+    Multimodal inputs are refused.
+
+    Example:
+    ```python
+    >>> a = {"prompt_ids": torch.tensor([[0, 5], [0, 5]]), "prompt_mask": torch.tensor([[0, 1], [0, 1]]),
+    ...      "completion_ids": torch.tensor([[7], [8]]), "completion_mask": torch.ones(2, 1, dtype=torch.long),
+    ...      "advantages": torch.tensor([0.5, -0.5]), "num_items_in_batch": torch.tensor(2)}
+    >>> b = {**a, "prompt_ids": torch.tensor([[6], [6]]), "prompt_mask": torch.ones(2, 1, dtype=torch.long)}
+    >>> merge_generated_batches([a, b], [(1, 0)], num_generations=2, pad_token_id=0)["prompt_ids"].tolist()
+    [[6], [6]]
+
+    ```
+    """
+    unknown = sorted(set().union(*outputs) - _LEFT_PADDED - _RIGHT_PADDED - _PER_SAMPLE - {"num_items_in_batch"})
+    if unknown:
+        raise ValueError(
+            f"Dynamic sampling assembles batches of text prompts and completions; this batch also holds {unknown} "
+            "(multimodal inputs), which it cannot regroup. Set dynamic_sampling=False for this model."
         )
-    return dataset.add_column(column, [fmean(s.correct for s in group) for group in result.samples])
+    merged: dict[str, Any] = {}
+    for key in outputs[0]:
+        if key == "num_items_in_batch":
+            continue
+        rows = [outputs[t][key][g * num_generations : (g + 1) * num_generations] for t, g in picks]
+        if key in _PER_SAMPLE:
+            merged[key] = torch.cat(rows)
+            continue
+        width = max(r.size(1) for r in rows)
+        value = pad_token_id if key in ("prompt_ids", "completion_ids") else 0
+        left = key in _LEFT_PADDED
+        merged[key] = torch.cat(
+            [
+                torch.nn.functional.pad(r, (width - r.size(1), 0) if left else (0, width - r.size(1)), value=value)
+                for r in rows
+            ]
+        )
+    return merged

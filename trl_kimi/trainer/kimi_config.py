@@ -90,7 +90,7 @@ class KimiConfig(GRPOConfig):
             checkpoints. An update of the success rates takes effect from the next generated batch drawn after it.
         difficulty_column (`str`, *optional*, defaults to `"difficulty"`):
             Curriculum: the dataset column of finite numbers, higher = harder (labels, or ``1 − pass_rate`` from
-            [`~trl_kimi.sampling.estimate_pass_rates`]).
+            [`~trl_kimi.curation.estimate_pass_rates`]).
         curriculum_schedule (`str`, *optional*, defaults to `"staged"`):
             `"staged"`: K boundaries in `curriculum_steps` make K + 1 stages, each sampling uniformly from its own pool
             of problems, easiest first. `"linear"`: `curriculum_steps` = [T]; the batch mixes the easier and harder
@@ -108,6 +108,19 @@ class KimiConfig(GRPOConfig):
             s_i of a problem not seen yet, in [0, 1].
         prioritized_epsilon (`float`, *optional*, defaults to `0.05`):
             ε in [0, 1], the floor on the prioritised weight, so solved problems (s_i = 1) still come back.
+        dynamic_sampling (`bool`, *optional*, defaults to `False`):
+            Keep generating groups until the generated batch holds `generation_batch_size / num_generations` groups
+            whose total rewards are not all equal (beyond the report: with a mean baseline an all-equal group has zero
+            advantage). Extra groups are drawn from the sampler's distribution (uniform, prioritised or the
+            curriculum's stage), seeded by (seed, batch, try, process), so resuming is exact; only the first try's
+            groups feed the prioritised success rates. Logged: `dynamic_sampling/tries`,
+            `dynamic_sampling/informative_fraction` (of the first try), `dynamic_sampling/generated_groups`,
+            `dynamic_sampling/uninformative_groups_kept`. Needs whole groups on each process
+            (`per_device_train_batch_size × steps_per_generation` a multiple of `num_generations`) and no partial
+            rollouts.
+        dynamic_sampling_max_tries (`int`, *optional*, defaults to `4`):
+            Most generation rounds per generated batch (the first included); when they run out, the batch is topped
+            up with the earliest uninformative groups, as plain GRPO would train on them.
 
         > Parameters that control partial rollouts (§2.6, [`trl_kimi.partial_rollouts`])
 
@@ -259,6 +272,20 @@ class KimiConfig(GRPOConfig):
         metadata={"help": "Floor in [0, 1] on the prioritised weight 1 - success rate, so solved problems come back."},
     )
 
+    # Dynamic sampling (beyond the report): see trl_kimi/sampling.py (pure parts) and the trainer's
+    # `_generate_informative_groups`.
+    dynamic_sampling: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep generating groups until the batch holds enough whose rewards are not all equal (those "
+            "have zero advantage with a mean baseline)."
+        },
+    )
+    dynamic_sampling_max_tries: int = field(
+        default=4,
+        metadata={"help": "Dynamic sampling: most generation rounds per batch; then uninformative groups fill it."},
+    )
+
     # Partial rollouts (§2.6): see trl_kimi/partial_rollouts.py and trl_kimi/trainer/partial_rollout_mixin.py.
     partial_rollout_budget: int | None = field(
         default=None,
@@ -375,6 +402,7 @@ class KimiConfig(GRPOConfig):
             )
 
         self._check_sampling()
+        self._check_dynamic_sampling()
         self._check_partial_rollouts()
         self._warn_if_tau_is_inert()
 
@@ -468,6 +496,35 @@ class KimiConfig(GRPOConfig):
                 f"gradient_accumulation_steps ({self.gradient_accumulation_steps}) must be a multiple of "
                 f"steps_per_generation x num_iterations ({batch_micro_steps}). Pick save_steps accordingly."
             )
+
+    def _check_dynamic_sampling(self) -> None:
+        tries = self.dynamic_sampling_max_tries
+        if isinstance(tries, bool) or not isinstance(tries, int) or tries < 1:
+            raise ValueError(f"dynamic_sampling_max_tries must be an integer >= 1, got {tries!r}; e.g. 4.")
+        if not self.dynamic_sampling:
+            return
+        if self.partial_rollout_budget is not None:
+            raise ValueError(
+                "dynamic_sampling=True with partial_rollout_budget set: the partial-rollout buffer already decides "
+                "which groups make a batch. Use one of them."
+            )
+        per_process = self.per_device_train_batch_size * self.steps_per_generation
+        if per_process % self.num_generations:
+            raise ValueError(
+                f"dynamic_sampling needs whole groups on each process: per_device_train_batch_size "
+                f"({self.per_device_train_batch_size}) x steps_per_generation ({self.steps_per_generation}) = "
+                f"{per_process} must be a multiple of num_generations ({self.num_generations})."
+            )
+        # The refills of generated batch g are seeded by g, read from the optimizer step at which g starts; that is
+        # one number per batch only when every batch starts on an optimizer step, and a resume must start on one.
+        batch_micro_steps = self.steps_per_generation * self.num_iterations
+        if batch_micro_steps % self.gradient_accumulation_steps:
+            raise ValueError(
+                f"dynamic_sampling needs each generated batch to start on an optimizer step: steps_per_generation "
+                f"({self.steps_per_generation}) x num_iterations ({self.num_iterations}) must be a multiple of "
+                f"gradient_accumulation_steps ({self.gradient_accumulation_steps})."
+            )
+        self._check_checkpoints_between_batches("dynamic_sampling")
 
     def _check_partial_rollouts(self) -> None:
         budget = self.partial_rollout_budget

@@ -4,12 +4,14 @@ from typing import Any
 
 import torch
 from accelerate.utils import gather, gather_object
+from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import get_config_model_id
 
 from ..losses import mirror_descent_loss, sequence_logps, squared_residuals
 from ..model_card import CARD_METRICS, card_config_values, card_metrics, generate_kimi_model_card
 from ..rewards import LengthPenaltyReward, RepetitionPenaltyReward
+from ..sampling import informative_groups, merge_generated_batches, refill_indices, select_groups
 from .kimi_config import KimiConfig
 from .partial_rollout_mixin import PartialRolloutMixin
 from .preflight import check_launch_config
@@ -56,7 +58,9 @@ class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
       `old_per_token_logps`, computed once per generated batch from the model as it is then (no second copy of the
       model); with a single optimizer step per batch they equal the detached current ones;
     - `_generate_and_score_completions`, which TRL calls when it starts a new generated batch, first clears the
-      optimizer state when `reset_optimizer_each_iteration=True`;
+      optimizer state when `reset_optimizer_each_iteration=True`; with `dynamic_sampling=True` it then runs
+      `_generate_informative_groups`: TRL's generation and scoring again on refill prompts until the batch holds
+      enough groups whose rewards are not all equal (pure parts in [`trl_kimi.sampling`]);
     - with `sampling_strategy="curriculum"` or `"prioritized"` (§2.3.4),
       [`~trl_kimi.trainer.sampling_mixin.SamplingMixin`] hands TRL's data loader a
       [`~trl_kimi.sampling.KimiSampler`] (`self.sampler`), is fed each group's success from the gathered rewards
@@ -209,8 +213,9 @@ class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
         #    reward, the advantages and its logs from what is returned.
         if self._length_penalties:
             self._fill_length_penalties(rewards_per_func, inputs, completion_ids_list)
-        if self.sampler is not None and self.model.training:
+        if self.sampler is not None and self.model.training and self._dynamic_attempt == 0:
             self._feed_back_success(inputs, rewards_per_func[:, self._success_column])
+        self._last_rewards_per_func = rewards_per_func  # read by _generate_informative_groups
         return rewards_per_func
 
     def _keep_declined_samples_unscorable(self, rewards_per_func: torch.Tensor) -> None:
@@ -264,7 +269,68 @@ class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
         # In training TRL calls this exactly when it starts a new generated batch (a new iteration).
         if self.model.training and self.args.reset_optimizer_each_iteration and self.optimizer is not None:
             self.optimizer.state.clear()  # Adam & co. re-create their state lazily at the next step
+        if self.model.training and self.args.dynamic_sampling:
+            return self._generate_informative_groups(inputs)
         return super()._generate_and_score_completions(inputs)
+
+    # ------------------------------------------------------------------ dynamic sampling
+    _dynamic_attempt = 0  # which generation round of the current batch TRL is scoring (0 = the data loader's rows)
+
+    def _generate_informative_groups(self, inputs):
+        """
+        Dynamic sampling: TRL's generate-and-score on the data loader's rows, then on refill rows, until every process
+        holds `len(inputs) / num_generations` groups whose rewards are not all equal, or `dynamic_sampling_max_tries`
+        rounds ran; the batch is assembled from those groups (topped up with uninformative ones if the rounds ran
+        out). Every process runs the same number of rounds (the stop is decided on the minimum over processes), as
+        TRL's gathers need. Refill problems come from the sampler's distribution for this batch (uniform without a
+        sampler), seeded by (seed, batch, round, process); only round 0 feeds the sampler's success rates.
+        """
+        args, num_generations = self.args, self.num_generations
+        if not isinstance(self.train_dataset, Dataset):
+            raise ValueError(
+                f"dynamic_sampling draws refill problems by index and needs a map-style datasets.Dataset, got "
+                f"{type(self.train_dataset).__name__}; load the dataset without streaming or set dynamic_sampling=False."
+            )
+        quota = len(inputs) // num_generations  # groups per process (whole groups: checked by KimiConfig)
+        batch_id = (
+            self.state.global_step
+            * args.gradient_accumulation_steps
+            // (args.steps_per_generation * self.num_iterations)
+        )
+        rank = self.accelerator.process_index
+        outputs, informative, rows = [], [], inputs
+        try:
+            for attempt in range(args.dynamic_sampling_max_tries):
+                self._dynamic_attempt = attempt
+                if attempt:
+                    probabilities = self.sampler.probabilities(batch_id) if self.sampler is not None else None
+                    problems = refill_indices(
+                        len(self.train_dataset), quota, args.seed, batch_id, attempt, rank, probabilities
+                    )
+                    rows = [self.train_dataset[i] for i in problems for _ in range(num_generations)]
+                outputs.append(super()._generate_and_score_completions(rows))
+                local = slice(rank * quota, (rank + 1) * quota)  # this process's groups among the gathered ones
+                flags = informative_groups(self._last_rewards_per_func, self.reward_weights, num_generations)
+                informative.append(flags[local].tolist())
+                if attempt == 0:
+                    first_try_fraction = flags.double().mean().item()
+                found = torch.tensor([sum(map(sum, informative))], device=self.accelerator.device)
+                if self.accelerator.gather(found).min().item() >= quota:
+                    break
+        finally:
+            self._dynamic_attempt = 0
+        picks, filled = select_groups(informative, quota)
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)  # a processor holds one
+        batch = merge_generated_batches(outputs, picks, num_generations, tokenizer.pad_token_id)
+        mask = batch["completion_mask"] if "tool_mask" not in batch else batch["completion_mask"] * batch["tool_mask"]
+        batch["num_items_in_batch"] = self.accelerator.gather(mask.sum()).sum()  # as TRL counts it
+        metrics = self._metrics["train"]
+        metrics["dynamic_sampling/tries"].append(len(outputs))
+        metrics["dynamic_sampling/informative_fraction"].append(first_try_fraction)
+        metrics["dynamic_sampling/generated_groups"].append(len(outputs) * quota * self.accelerator.num_processes)
+        filled_all = self.accelerator.gather(torch.tensor([filled], device=self.accelerator.device)).sum().item()
+        metrics["dynamic_sampling/uninformative_groups_kept"].append(filled_all)
+        return batch
 
     # ------------------------------------------------------------------ loss
     def _compute_loss(self, model, inputs):
