@@ -23,8 +23,8 @@ from trl_kimi.curation import (
     hackable_format,
     prompt_text,
 )
-from trl_kimi.evaluation import to_eval_dataset
 from trl_kimi.generation import sample_completions
+from trl_kimi.prompts import make_prompt_dataset
 from trl_kimi.tasks import arithmetic
 
 
@@ -109,9 +109,9 @@ def test_hackable_format_rules(problem, answer, expected):
 
 def test_prompt_text_drops_the_step_by_step_instruction_and_reads_the_last_user_turn():
     rows = Dataset.from_dict({"question": ["How many eggs?"], "answer": ["#### 3"]})
-    chat = to_eval_dataset(rows, "gsm8k", conversational=True, system_prompt="Be brief.")[0]["prompt"]
+    chat = make_prompt_dataset(rows, "gsm8k", conversational=True, system_prompt="Be brief.")[0]["prompt"]
     assert prompt_text(chat) == "How many eggs?"
-    assert prompt_text(to_eval_dataset(rows, "gsm8k", conversational=False)[0]["prompt"]) == "How many eggs?"
+    assert prompt_text(make_prompt_dataset(rows, "gsm8k", conversational=False)[0]["prompt"]) == "How many eggs?"
 
 
 # ---------------------------------------------------------------------------------------------------- duplicates
@@ -240,8 +240,10 @@ def test_curate_drops_by_the_first_rule_and_labels_the_rest(tmp_path):
     answers = [r["answer"] for r in gsm8k] + [math500[0]["answer"], aqua["correct"], gsm8k[2]["answer"]]
     answers += ["#### 18"]
     rows = Dataset.from_dict({"question": problems, "answer": answers})
-    train = to_eval_dataset(rows, "gsm8k", conversational=False)
-    evaluation = to_eval_dataset(Dataset.from_dict({"question": [eval_question], "answer": ["18"]}), "gsm8k", False)
+    train = make_prompt_dataset(rows, "gsm8k", conversational=False)
+    evaluation = make_prompt_dataset(
+        Dataset.from_dict({"question": [eval_question], "answer": ["18"]}), "gsm8k", False
+    )
     original = train.to_list()
 
     tokenizer = arithmetic.make_tokenizer()  # characters outside its alphabet are read as padding: fine for a test
@@ -372,7 +374,7 @@ def test_gsm8k_example_trains_on_the_kept_rows_as_they_are(tmp_path):
     )
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    rows = to_eval_dataset(Dataset.from_dict({"question": ["How many?"], "answer": ["#### 4"]}), "gsm8k", True)
+    rows = make_prompt_dataset(Dataset.from_dict({"question": ["How many?"], "answer": ["#### 4"]}), "gsm8k", True)
     kept = curate(rows).kept
     kept.to_json(tmp_path / "kept.jsonl")
     args = SimpleNamespace(dataset_name=None, dataset_config=None, system_prompt=None)

@@ -44,7 +44,8 @@ import numpy as np
 import torch
 from datasets import Dataset
 
-from .evaluation import BOXED_INSTRUCTION, sample_and_score
+from .evaluation import sample_and_score
+from .prompts import BOXED_INSTRUCTION
 
 
 __all__ = [
@@ -89,8 +90,8 @@ _NUM_HISTOGRAM_BINS = 10
 def prompt_text(prompt: str | list[dict[str, Any]]) -> str:
     r"""
     The problem as written: a string prompt, or the content of the last user message of a conversation, without the
-    package's step-by-step instruction ([`~trl_kimi.evaluation.BOXED_INSTRUCTION`]), which every prompt built by
-    `to_eval_dataset` shares and which would make short problems look alike.
+    package's step-by-step instruction ([`~trl_kimi.prompts.BOXED_INSTRUCTION`]), which every prompt built by
+    `make_prompt_dataset` shares and which would make short problems look alike.
 
     ```python
     >>> prompt_text([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2 + 2?"}])
@@ -401,7 +402,7 @@ def estimate_pass_rates(
 def answer_only_prompt(prompt: str | list[dict[str, Any]], instruction: str = ANSWER_ONLY_INSTRUCTION):
     r"""
     The prompt asking for the answer with no reasoning: the package's step-by-step instruction
-    ([`~trl_kimi.evaluation.BOXED_INSTRUCTION`]) removed and `instruction` appended (blank line between), in the last
+    ([`~trl_kimi.prompts.BOXED_INSTRUCTION`]) removed and `instruction` appended (blank line between), in the last
     user message of a conversation (a copy: the caller's prompt is left unchanged). An empty `instruction` leaves the
     problem as it is (a task whose prompts take no instructions, such as the embedded chain-sum task, relies on the
     token cap alone).
@@ -623,7 +624,7 @@ def curate(
             raise ValueError(
                 f"The dataset has no column {name!r} (columns: {dataset.column_names}). Curation needs TRL's 'prompt' "
                 "and the gold-answer column: pass solution_column= (--solution_column), or convert benchmark rows with "
-                "trl_kimi.evaluation.to_eval_dataset."
+                "trl_kimi.prompts.make_prompt_dataset."
             )
     taken = [c for c in ("pass_rate", "difficulty", "drop_reason") if c in dataset.column_names]
     if taken:

@@ -28,13 +28,15 @@ from dataclasses import dataclass, field
 from trl import TrlParser
 
 from ..curation import ANSWER_ONLY_INSTRUCTION, CurationConfig
-from ..hub import BUILTIN_DATASET, load_causal_lm, load_dataset_any, load_processing_class
+from ..hub import load_causal_lm, load_dataset_any, load_processing_class
 from ._common import (
     _ANSWER_COLUMN,
+    BUILTIN_DATASET,
     DATASET_FORMATS,
     REWARDS,
     check_sandbox,
     import_reward,
+    load_rows,
     load_task,
     prepare_dataset,
     reward_function,
@@ -146,8 +148,8 @@ def run_curate(args: CurateArguments, config: CurationConfig) -> dict:
     custom = "." in args.reward and args.reward not in REWARDS
     processing_class = load_processing_class(args.model_name_or_path) if args.model_name_or_path else None
     if processing_class is None:
-        dataset = load_dataset_any(
-            args.dataset_name, args.dataset_config, args.dataset_split, args.max_samples, seed=args.dataset_seed
+        dataset = load_rows(
+            args.dataset_name, args.dataset_config, args.dataset_split, args.max_samples, args.dataset_seed
         )
         dataset = prepare_dataset(
             dataset, args.dataset_format, None, args.system_prompt, args.prompt_column, args.answer_column
