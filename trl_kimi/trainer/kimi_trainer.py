@@ -7,7 +7,13 @@ from accelerate.utils import gather, gather_object
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import get_config_model_id
 
-from ..losses import mirror_descent_loss, sequence_logps, squared_residuals
+from ..losses import (
+    log_mean_exp_baseline_advantages,
+    mirror_descent_loss,
+    pull_ratio,
+    sequence_logps,
+    squared_residuals,
+)
 from ..model_card import CARD_METRICS, card_config_values, card_metrics, generate_kimi_model_card
 from ..rewards import LengthPenaltyReward
 from .kimi_config import KimiConfig
@@ -236,6 +242,18 @@ class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
         return super()._prepare_inputs(generation_batch)
 
     # ------------------------------------------------------------------ loss
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        if self.args.baseline == "log_mean_exp":
+            # TRL's advantages are r − r̄ for this process's slice (equal slices, in process order); the exact
+            # baseline needs whole groups, and is shift-equivariant, so it is applied to the gathered r − r̄.
+            num_generations = self.num_generations if self.model.training else self.num_generations_eval
+            local = output["advantages"]  # (N,)
+            gathered = log_mean_exp_baseline_advantages(self.accelerator.gather(local), num_generations, self.args.tau)
+            start = self.accelerator.process_index * local.size(0)
+            output["advantages"] = gathered[start : start + local.size(0)]
+        return output
+
     def _compute_loss(self, model, inputs):
         mode = "train" if self.model.training else "eval"
         prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
@@ -267,7 +285,16 @@ class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
         if sample_weights is not None:
             sample_weights = sample_weights.view(-1)
         tau = self.args.tau
-        loss = mirror_descent_loss(logps, old_logps, advantages, tau, sample_weights=sample_weights)
+        lengths = mask.sum(dim=-1)  # (B,)
+        loss = mirror_descent_loss(
+            logps,
+            old_logps,
+            advantages,
+            tau,
+            sample_weights=sample_weights,
+            l2_normalization=self.args.l2_normalization,
+            lengths=lengths,
+        )
 
         if self.beta != 0.0:
             # TRL's k3 estimator of KL(πθ ‖ π_ref) per token, averaged over each completion, then over the batch.
@@ -301,7 +328,14 @@ class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
                     dim=1,
                 )
             ).mean(dim=0)  # (5,)
+            # How hard the pull binds (0 on a batch's first step): τ·|ρ|/|A| over samples with A ≠ 0, and ρ's spread.
+            all_log_ratio = self.accelerator.gather(log_ratio)  # (B_global,)
+            ratios = pull_ratio(all_log_ratio, self.accelerator.gather(advantages), tau)
+            pull = ratios.mean().item() if ratios.numel() else 0.0
+            log_ratio_std = all_log_ratio.std().item() if all_log_ratio.numel() > 1 else 0.0
         policy_term, l2_term, abs_log_ratio, residual, logp = gathered.tolist()
+        self._metrics[mode]["kimi/pull_ratio"].append(pull)
+        self._metrics[mode]["kimi/log_ratio_std"].append(log_ratio_std)
         self._metrics[mode]["kimi/policy_term"].append(policy_term)
         self._metrics[mode]["kimi/l2_term"].append(l2_term)
         self._metrics[mode]["kimi/abs_log_ratio_mean"].append(abs_log_ratio)
