@@ -81,6 +81,7 @@ class TauLengthArguments:
     eval_samples: int = field(default=4, metadata={"help": "Samples per held-out prompt (pass@1 at T=1)."})
     num_sft_examples: int = field(default=4000, metadata={"help": "Warm-start SFT examples."})
     sft_steps: int = field(default=400, metadata={"help": "Warm-start SFT optimizer steps."})
+    sft_batch_size: int = field(default=64, metadata={"help": "Warm-start SFT batch size."})
     sft_slip_rate: float = field(default=0.5, metadata={"help": "Fraction of SFT demonstrations with one slip."})
     hidden_size: int = field(default=128, metadata={"help": "Width of the tiny Qwen2."})
     num_layers: int = field(default=4, metadata={"help": "Depth of the tiny Qwen2."})
@@ -89,14 +90,14 @@ class TauLengthArguments:
 
 def warm_start(args: TauLengthArguments, length: str, tokenizer, sft) -> Path:
     """SFT of a fresh tiny Qwen2 on this length's demonstrations, built once and cached."""
-    out = Path(args.output_dir) / length / f"warm_start_sft{args.sft_steps}"
+    out = Path(args.output_dir) / length / f"warm_start_sft{args.sft_steps}x{args.sft_batch_size}"
     if (out / "config.json").exists():
         return out
     set_seed(0)
     model = arithmetic.make_model(tokenizer, args.hidden_size, args.num_layers, seed=0, max_position_embeddings=512)
     config = SFTConfig(
         output_dir=str(out.parent / "sft"), use_cpu=True, bf16=False, max_steps=args.sft_steps,
-        per_device_train_batch_size=64, learning_rate=3e-3, lr_scheduler_type="cosine",
+        per_device_train_batch_size=args.sft_batch_size, learning_rate=3e-3, lr_scheduler_type="cosine",
         warmup_steps=max(1, args.sft_steps // 12), completion_only_loss=True, max_length=512,
         gradient_checkpointing=False, logging_steps=max(1, args.sft_steps // 5), save_strategy="no",
         report_to="none", disable_tqdm=True, seed=0,
