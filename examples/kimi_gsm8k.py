@@ -51,7 +51,7 @@ from trl_kimi import KimiConfig, KimiMirrorDescentTrainer, LengthPenaltyReward
 from trl_kimi.distributed import end_training
 from trl_kimi.evaluation import to_eval_dataset
 from trl_kimi.hub import load_dataset_any
-from trl_kimi.rewards import repetition_penalty
+from trl_kimi.rewards import RepetitionPenaltyReward
 from trl_kimi.verifiers import math_reward
 
 
@@ -125,13 +125,7 @@ def reward_funcs(script_args: KimiMathScriptArguments) -> list:
             )
         )
     if script_args.repetition_penalty_reward:
-        value = script_args.repetition_penalty_reward
-
-        def repetition(completion_ids, **kwargs):
-            return repetition_penalty(completion_ids, penalty=value)
-
-        repetition.__name__ = "repetition_penalty"
-        rewards.append(repetition)
+        rewards.append(RepetitionPenaltyReward(penalty=script_args.repetition_penalty_reward))
     return rewards
 
 

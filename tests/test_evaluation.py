@@ -14,7 +14,6 @@ from trl_kimi import Long2ShortConfig, Long2ShortTrainer
 from trl_kimi.evaluation import (
     accuracy_within_budget,
     avg_at_n,
-    evaluate,
     mean_pass_at_k,
     pass_at_k,
     percentile,
@@ -101,7 +100,7 @@ def even_length_reward(completions, **kwargs):
 def test_evaluate_on_tiny_model_writes_consistent_outputs(tiny, tmp_path):
     model, tokenizer = tiny
     dataset = arithmetic.make_rl_dataset(5, seed=0, max_terms=3)
-    result = evaluate(
+    result = sample_and_score(
         model, tokenizer, dataset, even_length_reward, num_samples=4, k=[1, 2, 4], max_new_tokens=6, seed=0,
         output_dir=tmp_path,
     )  # fmt: skip
@@ -125,7 +124,9 @@ def test_evaluate_on_tiny_model_writes_consistent_outputs(tiny, tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["pass_at_k"]["pass@4"] == result.pass_at_k[4]
     assert (tmp_path / "accuracy_vs_tokens.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # seeded: the same call gives the same samples
-    again = evaluate(model, tokenizer, dataset, even_length_reward, num_samples=4, k=[1], max_new_tokens=6, seed=0)
+    again = sample_and_score(
+        model, tokenizer, dataset, even_length_reward, num_samples=4, k=[1], max_new_tokens=6, seed=0
+    )
     assert again.accuracy == result.accuracy and again.mean_tokens == result.mean_tokens
 
 
@@ -133,11 +134,11 @@ def test_evaluate_bad_input(tiny):
     model, tokenizer = tiny
     dataset = arithmetic.make_rl_dataset(2, seed=0)
     with pytest.raises(ValueError, match="num_samples .* must be >= 1"):
-        evaluate(model, tokenizer, dataset, even_length_reward, num_samples=0)
+        sample_and_score(model, tokenizer, dataset, even_length_reward, num_samples=0)
     with pytest.raises(ValueError, match="raise --num_samples"):
-        evaluate(model, tokenizer, dataset, even_length_reward, num_samples=2, k=[1, 4])
+        sample_and_score(model, tokenizer, dataset, even_length_reward, num_samples=2, k=[1, 4])
     with pytest.raises(ValueError, match="needs a 'prompt' column"):
-        evaluate(model, tokenizer, dataset.rename_column("prompt", "question"), even_length_reward)
+        sample_and_score(model, tokenizer, dataset.rename_column("prompt", "question"), even_length_reward)
 
 
 # ---------------------------------------------------------------------------------------------------- the one loop

@@ -359,6 +359,68 @@ def test_repetition_penalty_is_a_reward_column_trl_logs(tokenizer, dataset, tmp_
     assert row["rewards/partial_rollout_repetition_penalty/mean"] == pytest.approx(sum(penalties) / 6, abs=1e-6)
 
 
+def test_an_infinite_reward_is_an_error_naming_the_function_and_the_sample(tokenizer, dataset, tmp_path):
+    # +-inf would turn the advantages, then every weight, into NaN; NaN and None keep TRL's "not applicable".
+    def spiky_reward(completions, **kwargs):
+        return [float("nan"), None, *[0.0] * (len(completions) - 3), -math.inf]
+
+    trainer = KimiMirrorDescentTrainer(
+        model=tiny_model(tokenizer),
+        reward_funcs=[digit_fraction_reward, spiky_reward],
+        args=tiny_config(tmp_path, max_steps=1),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"'spiky_reward' returned -inf for sample 5 of the batch \(prompt '"):
+        trainer.train()
+    assert all(torch.equal(v, weights[k]) for k, v in trainer.model.state_dict().items())  # no step was taken
+
+    def declining_reward(completions, **kwargs):  # NaN / None only: the samples stay "not applicable"
+        return [float("nan"), None, *[1.0] * (len(completions) - 2)]
+
+    trainer = RecordingTrainer(
+        model=tiny_model(tokenizer),
+        reward_funcs=declining_reward,
+        args=tiny_config(tmp_path, max_steps=1),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    assert trainer.generated[0]["output"]["advantages"].tolist() == [0.0] * 6  # declined: advantage 0, the rest 1 - 1
+
+
+def test_evaluate_before_train_with_every_shipped_reward(tokenizer, tmp_path):
+    # The spec audit's bug: a LengthPenaltyReward with a warm-up given as a fraction of max_steps raised before train()
+    # (TRL's max_steps is 0 until train() starts). Every reward the package ships, in one trainer.
+    from trl_kimi.rewards import repetition_penalty
+    from trl_kimi.verifiers import code_reward, math_reward
+
+    rows = arithmetic.make_rl_dataset(6, seed=0, max_terms=3)
+    rows = rows.add_column("solution", list(rows["answer"]))
+    rows = rows.add_column("test_list", [["assert 1 + 1 == 2"]] * len(rows))
+    funcs = [
+        arithmetic.addition_reward,
+        math_reward,
+        code_reward,
+        LengthPenaltyReward(correctness_reward="math_reward"),  # warm-up: 10% of the run
+        repetition_penalty,
+    ]
+    for config in (dict(max_steps=20), dict(max_steps=-1, num_train_epochs=2)):
+        trainer = KimiMirrorDescentTrainer(
+            model=tiny_model(tokenizer),
+            reward_funcs=funcs,
+            args=tiny_config(tmp_path, per_device_eval_batch_size=6, partial_rollout_budget=4, **config),
+            train_dataset=rows,
+            eval_dataset=rows,
+            processing_class=tokenizer,
+        )
+        metrics = trainer.evaluate()
+        assert set(trainer.reward_func_names) <= {k.split("/")[1] for k in metrics if k.startswith("eval_rewards/")}
+        assert metrics["eval_rewards/length_penalty/mean"] == 0.0  # step 0 is in the warm-up
+        assert trainer.state.max_steps == 0  # evaluate() did not start a run
+
+
 # ---------------------------------------------------------------------------------------------------- issue 27
 def test_pull_ratio_and_log_ratio_spread_match_float64_recomputation(tokenizer, dataset, tmp_path):
     # kimi/pull_ratio = mean over samples with A != 0 of tau*|rho|/|A|; kimi/log_ratio_std = std of rho. Both are 0 on

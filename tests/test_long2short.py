@@ -16,14 +16,12 @@ from trl_kimi import KimiMirrorDescentTrainer, Long2ShortConfig, Long2ShortTrain
 from trl_kimi.evaluation import ScoredSample, sample_and_score
 from trl_kimi.generation import sample_completions
 from trl_kimi.long2short import (
-    VerifiedSample,
     ZeroIfTruncatedReward,
     build_dpo_pairs,
     dpo_pairs_for_prompt,
     long2short_length_penalty,
     long2short_rl_config,
     merge_models,
-    sample_and_verify,
     select_shortest_correct,
     shortest_rejection_sampling,
 )
@@ -197,7 +195,7 @@ def test_build_dpo_pairs_dataset_and_empty_error(caplog):
         build_dpo_pairs(dataset.select([1, 2]), samples[1:])
 
 
-def test_sampling_measures_tokens_and_fails_truncated_answers_and_the_old_name_delegates():
+def test_sampling_measures_tokens_and_fails_truncated_answers():
     tokenizer = arithmetic.make_tokenizer()
     model = tiny(tokenizer, 0)
     dataset = arithmetic.make_rl_dataset(3, seed=0, max_terms=3)
@@ -207,10 +205,6 @@ def test_sampling_measures_tokens_and_fails_truncated_answers_and_the_old_name_d
     assert all(1 <= s.num_tokens <= 5 for s in flat)
     assert all(s.correct == (s.finished and len(s.text) <= 4) for s in flat)
     assert not any(s.correct for s in flat if not s.finished)  # no EOS within the cap: wrong
-    # the deprecated name is the same call (same seed, same samples)
-    with pytest.warns(FutureWarning, match="use trl_kimi.evaluation.sample_and_score"):
-        again = sample_and_verify(model, tokenizer, dataset, at_most_4_chars_reward, 4, max_new_tokens=5, seed=0)
-    assert again == groups and VerifiedSample is ScoredSample
 
 
 # ------------------------------------------------------------------------------------------------- RL preset

@@ -1,3 +1,4 @@
+import collections
 import copy
 
 import pytest
@@ -5,7 +6,8 @@ import torch
 
 from tests.utils import digit_fraction_reward, eos_prone_model, tiny_config
 from trl_kimi import KimiMirrorDescentTrainer, PartialRolloutBuffer
-from trl_kimi.partial_rollouts import generate_until_ready, loss_token_mask
+from trl_kimi.partial_rollouts import generate_iteration, generate_until_ready, loss_token_mask
+from trl_kimi.rewards import RepetitionPenaltyReward
 from trl_kimi.tasks import arithmetic
 from trl_kimi.trainer.partial_rollout_mixin import ROLLOUT_BUFFER_NAME
 
@@ -344,6 +346,66 @@ def test_trainer_keeps_groups_whole_masks_stale_segments_and_logs(tmp_path):
     assert buffer.tokens_popped == sum(len(c) for b in trainer.batches for c in b["completions"])
 
 
+def fake_generate(inputs, max_new_tokens):
+    """A fake policy: the answer to prompt [n] is n tokens, EOS (0) last."""
+    out = []
+    for ids in inputs:
+        left = ids[0] - (len(ids) - 1)
+        out.append([9] * (left - 1) + [0] if left <= max_new_tokens else [9] * max_new_tokens)
+    return out, None
+
+
+def test_budget_per_iteration_fills_the_batch_with_new_prompts_then_over_budget_rounds():
+    buffer = PartialRolloutBuffer(num_generations=1, token_budget=2, max_length=8, eos_token_ids=[0])
+    lengths = iter([7, 7, 1, 1, 1, 1, 7, 7, 7, 7, 7, 7])
+
+    def add_groups(n):
+        buffer.add([{"prompt": "p"}] * n, [[next(lengths)] for _ in range(n)])
+        return buffer.trajectories[-n:]
+
+    add_groups(2)
+    buffer.begin_iteration()
+    rounds = generate_iteration(buffer, fake_generate, num_groups=2, add_groups=add_groups, max_groups=6)
+    # Round 1: the two 7-token answers get 2 tokens and wait. None finished: 4 x 2 missing = 8 new prompts allowed,
+    # the buffer has room for 4: the four 1-token answers finish in their one round.
+    assert [(r.num_sequences, r.over_budget) for r in rounds] == [(2, False), (4, False)]
+    assert [len(t.completion_ids) for t in buffer.trajectories] == [2, 2, 1, 1, 1, 1]
+    buffer.pop_groups(4)
+    # Next iteration, only long answers: new prompts up to the buffer's 6 groups, then over-budget rounds.
+    add_groups(2)
+    buffer.begin_iteration()
+    rounds = generate_iteration(buffer, fake_generate, num_groups=2, add_groups=add_groups, max_groups=6)
+    assert [(r.num_sequences, r.over_budget) for r in rounds[:3]] == [(4, False), (2, False), (6, True)]
+    assert all(r.over_budget for r in rounds[2:]) and buffer.num_ready_groups() >= 2
+    iterations = [[i for i, _ in t.segments] for t in buffer.trajectories]
+    assert any(len(set(its)) < len(its) for its in iterations)  # a second round in one iteration, and only then
+
+
+@pytest.mark.parametrize("schedule", ["budget_per_iteration", "rounds_until_full"])
+def test_schedules_in_the_trainer(tmp_path, schedule):
+    # Budget 2 of at most 8 tokens; answers are geometric (EOS about 1/4 likely per step), most need several rounds.
+    trainer = make_trainer(
+        tmp_path,
+        max_steps=4,
+        partial_rollout_budget=2,
+        partial_rollout_extra_groups=0,
+        partial_rollout_schedule=schedule,
+    )
+    trainer.train()
+    logs = trainer.state.log_history[:-1]  # one generated batch (iteration) per step
+    over_budget = {i + 1: log["partial_rollouts/over_budget_rounds"] for i, log in enumerate(logs)}
+    tokens = collections.Counter()  # (trajectory, iteration) -> tokens generated at that iteration
+    for batch in trainer.batches:
+        for key, versions in zip(batch["keys"], batch["versions"], strict=True):
+            tokens.update((key, v) for v in versions)
+    if schedule == "budget_per_iteration":
+        # At most the budget per iteration, unless that iteration had to give over-budget rounds (logged).
+        assert all(n <= 2 * (1 + over_budget[it]) for (_, it), n in tokens.items())
+        assert trainer.rollout_buffer.next_group_id > 4 * 2  # new prompts beyond the data loader's were drawn
+    else:
+        assert sum(over_budget.values()) == 0 and max(tokens.values()) > 2  # several budgets in one iteration
+
+
 def test_default_trains_every_token(tmp_path):
     trainer = make_trainer(tmp_path, max_steps=3, partial_rollout_budget=3)
     trainer.train()
@@ -396,6 +458,52 @@ def test_repeated_trajectories_are_penalised_through_the_reward(tmp_path):
         # Zero task reward: the advantage is the penalty minus its group mean.
         expected = penalties - penalties.view(-1, 3).mean(dim=1).repeat_interleave(3)
         assert batch["advantages"] == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def zero_reward(completions, **kwargs):
+    return [0.0] * len(completions)
+
+
+def test_a_given_repetition_reward_and_partial_rollouts_penalise_once(tmp_path):
+    # `trl-kimi train --reward ... repetition` with partial rollouts: the buffer cuts repeated trajectories (n = 1,
+    # 2 repeats) and the given RepetitionPenaltyReward reads its verdict; no second column is added, so a repeated
+    # trajectory gets -1, not -2. The reward's own detector (n = 50) would find nothing in these short completions.
+    reward = RepetitionPenaltyReward(ngram_size=50, max_repeats=2, penalty=-1.0)
+    trainer = make_trainer(
+        tmp_path,
+        reward_funcs=[zero_reward, reward],
+        max_steps=1,
+        partial_rollout_budget=4,
+        partial_rollout_repetition_ngram_size=1,
+        partial_rollout_repetition_max_repeats=2,
+        partial_rollout_repetition_penalty=-1.0,
+    )
+    assert trainer.reward_func_names == ["zero_reward", "repetition_penalty"]
+    trainer.train()
+    batch = trainer.batches[0]
+    assert "repeated" in batch["statuses"]
+    penalties = torch.tensor([-1.0 if s == "repeated" else 0.0 for s in batch["statuses"]])
+    assert list(trainer._logs["rewards"]["repetition_penalty"]) == penalties.tolist()
+    expected = penalties - penalties.view(-1, 3).mean(dim=1).repeat_interleave(3)
+    assert batch["advantages"] == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def test_rows_carry_the_rollout_status_and_a_dataset_column_of_that_name_is_refused(tmp_path):
+    seen = []
+
+    def status_reward(completions, rollout_status, **kwargs):
+        seen.extend(rollout_status)
+        return [0.0] * len(completions)
+
+    trainer = make_trainer(tmp_path / "a", reward_funcs=status_reward, max_steps=1, partial_rollout_budget=3)
+    trainer.train()
+    assert seen == trainer.batches[0]["statuses"] and set(seen) <= {"finished", "truncated", "repeated"}
+
+    dataset = arithmetic.make_rl_dataset(24, seed=0, max_terms=3)
+    dataset = dataset.add_column("rollout_status", ["x"] * len(dataset))
+    trainer = make_trainer(tmp_path / "b", dataset=dataset, max_steps=1, partial_rollout_budget=3)
+    with pytest.raises(ValueError, match="column 'rollout_status'"):
+        trainer.train()
 
 
 def test_off_by_default_trainer_has_no_buffer(tmp_path):

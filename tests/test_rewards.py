@@ -1,10 +1,12 @@
+import pickle
+
 import pytest
 import torch
 from datasets import Dataset
 
 from tests.utils import digit_fraction_reward, tiny_config, tiny_model
 from trl_kimi import KimiMirrorDescentTrainer, LengthPenaltyReward
-from trl_kimi.rewards import find_repetition, length_penalty, repetition_penalty
+from trl_kimi.rewards import RepetitionPenaltyReward, find_repetition, length_penalty, repetition_penalty
 from trl_kimi.tasks import arithmetic
 
 
@@ -199,11 +201,24 @@ def test_find_repetition_spec_defaults_and_bad_arguments():
 
 def test_repetition_penalty_as_a_trl_reward():
     completion_ids = [[1, 2] * 10, list(range(20)), []]
-    assert repetition_penalty(
-        completion_ids=completion_ids, ngram_size=2, max_repeats=3, completions=["", "", ""]
-    ) == [
-        -0.5,
-        0.0,
-        0.0,
-    ]
-    assert torch.tensor(repetition_penalty([list(range(200))])).item() == 0.0
+    reward = RepetitionPenaltyReward(ngram_size=2, max_repeats=3)
+    assert reward(completion_ids=completion_ids, completions=["", "", ""]) == [-0.5, 0.0, 0.0]
+    assert torch.tensor(repetition_penalty([list(range(200))])).item() == 0.0  # the spec's defaults
+    loop = list(range(40))
+    assert repetition_penalty([loop * 3, loop * 2]) == [-0.5, 0.0]
+    with pytest.raises(TypeError, match=r"RepetitionPenaltyReward\(ngram_size=...\)"):
+        repetition_penalty([[1]], ngram_size=2)  # an option passed per call would be silently ignored
+    with pytest.raises(ValueError, match="max_repeats >= 2"):
+        RepetitionPenaltyReward(max_repeats=1)
+
+
+def test_repetition_penalty_reads_the_buffer_verdict_once_and_pickles():
+    # The partial-rollout buffer cut the first completion where its own detector fired (other settings): the
+    # `rollout_status` column says so. A completion both cut and repeated by this reward's detector is penalised once.
+    reward = RepetitionPenaltyReward(ngram_size=2, max_repeats=3, penalty=-0.25)
+    completion_ids = [[1, 1], [1, 2] * 3, [1, 2] * 3, [3, 4]]
+    statuses = ["repeated", "repeated", "finished", "truncated"]
+    assert reward(completion_ids, rollout_status=statuses) == [-0.25, -0.25, -0.25, 0.0]
+    clone = pickle.loads(pickle.dumps(reward))  # TRL asks reward functions to be picklable
+    assert clone(completion_ids, rollout_status=statuses) == [-0.25, -0.25, -0.25, 0.0]
+    assert clone.__name__ == "repetition_penalty"

@@ -24,17 +24,16 @@ PARTIAL = "trl_kimi/trainer/partial_rollout_mixin.py"
 
 # name -> (parameters after `self`, as TRL 1.16 declares them, the trl-kimi modules that override or call it)
 METHOD_SEAMS = {
-    "_calculate_rewards": (["inputs", "prompts", "completions", "completion_ids_list"], [KIMI, SAMPLING, PARTIAL]),
-    "_generate_and_score_completions": (["inputs"], [PARTIAL]),
+    "_calculate_rewards": (["inputs", "prompts", "completions", "completion_ids_list"], [KIMI]),
+    "_generate_and_score_completions": (["inputs"], [KIMI, PARTIAL]),
     "_generate": (["prompts"], [PARTIAL]),
-    # PartialRolloutMixin._generate_round calls it by position: (prompt_ids, None, {}, 1).
+    # PartialRolloutMixin._generate_round calls it by keyword: prompt_ids, images, multimodal_fields, num_generations.
     "_generate_single_turn": (
         ["prompt_ids", "images", "multimodal_fields", "num_generations", "has_tool_images=False"],
         [PARTIAL],
     ),
     "_tokenize_prompts": (["prompts"], [PARTIAL]),
     "_get_train_sampler": (["dataset=None"], [SAMPLING]),
-    "_prepare_inputs": (["generation_batch"], [KIMI]),
     "_compute_loss": (["model", "inputs"], [KIMI]),
     "_save_optimizer_and_scheduler": (["output_dir"], [SAMPLING, PARTIAL]),
     "_load_optimizer_and_scheduler": (["checkpoint"], [SAMPLING, PARTIAL]),
@@ -67,18 +66,20 @@ SOURCE_SEAMS = {
     # KimiMirrorDescentTrainer._compute_loss divides by the accumulation steps as TRL's loss does (set by the
     # Trainer's training loop, so not an attribute of a freshly built trainer).
     "_compute_loss": ['normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0'],
-    # KimiMirrorDescentTrainer._prepare_inputs resets the optimizer when TRL starts a new generated batch.
+    # KimiMirrorDescentTrainer._generate_and_score_completions resets the optimizer: in training TRL calls it
+    # exactly when it starts a new generated batch (and in evaluation, where the model is not training).
     "_prepare_inputs": [
-        "generate_every = self.args.steps_per_generation * self.num_iterations",
+        'if mode == "train":',
         "if self._step % generate_every == 0 or self._buffered_inputs is None:",
+        "generation_batch = self._generate_and_score_completions(generation_batch)",
+        "inputs = self._generate_and_score_completions(generation_batch)",
     ],
 }
 
 # Attributes of a built GRPOTrainer that trl-kimi reads or extends, and who does.
 ATTRIBUTE_SEAMS = {
     "_metrics": [KIMI, SAMPLING, PARTIAL],
-    "_step": [KIMI, SAMPLING],
-    "_buffered_inputs": [KIMI],
+    "_step": [SAMPLING],
     "num_generations": [KIMI, SAMPLING, PARTIAL],
     "num_generations_eval": [KIMI],
     "num_iterations": [KIMI, SAMPLING],

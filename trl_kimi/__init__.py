@@ -6,10 +6,14 @@ from trl_kimi import KimiConfig, KimiMirrorDescentTrainer  # in place of trl's G
 """
 
 import importlib
+import importlib.metadata
 from typing import TYPE_CHECKING
 
 
-__version__ = "0.1.0.dev0"
+try:
+    __version__ = importlib.metadata.version("trl-kimi")  # one source: setup.cfg, read from the installed metadata
+except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0.0.0+unknown"
 
 # Public names and the module that defines each. They are imported on first access (PEP 562), so that
 # `import trl_kimi` -- and `trl-kimi --help` -- does not pay for torch, transformers and TRL (about 8 s on 2 cores).

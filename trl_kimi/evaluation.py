@@ -329,7 +329,7 @@ def sample_and_score(
 ) -> EvalResult:
     r"""
     Sample `num_samples` answers to each `prompt` of `dataset`, score them with `reward_func`, summarise: the one
-    "sample and score" loop of the package, behind evaluation ([`evaluate`], `trl-kimi eval`), rejection sampling and
+    "sample and score" loop of the package, behind evaluation (`trl-kimi eval`), rejection sampling and
     DPO pairs (`trl_kimi.long2short`), `Long2ShortTrainer.evaluate`, pass-rate estimation
     ([`~trl_kimi.sampling.estimate_pass_rates`]) and the arithmetic task's `evaluate_accuracy`.
 
@@ -347,7 +347,7 @@ def sample_and_score(
       the samples, counted in `num_not_applicable` and logged.
     - A sample is **correct** when it finished and its reward is ≥ `success_threshold`.
 
-    `evaluate` is this function. With `output_dir`, it also writes the files of `trl-kimi eval` there
+    With `output_dir`, it also writes the files of `trl-kimi eval` there
     ([`write_eval_outputs`]: `samples.jsonl`, `summary.json`, `accuracy_vs_tokens.png`).
 
     Example:
@@ -443,7 +443,7 @@ def write_eval_outputs(result: EvalResult, dataset: Dataset, output_dir: str | P
     The files of `trl-kimi eval` in `output_dir`: `samples.jsonl` (one line per sample: `prompt_id`, `sample_id`,
     `prompt`, `completion`, `num_tokens`, `finished`, `reward` (a `None` reward written as the 0.0 it counts for), and
     the dataset's other columns), `summary.json` (`result.to_dict()`) and `accuracy_vs_tokens.png`.
-    `evaluate(..., output_dir=...)` calls it.
+    `sample_and_score(..., output_dir=...)` calls it.
 
     Example:
     ```python
@@ -451,9 +451,9 @@ def write_eval_outputs(result: EvalResult, dataset: Dataset, output_dir: str | P
     >>> from trl_kimi.tasks import arithmetic
     >>> tok = arithmetic.make_tokenizer()
     >>> out = tempfile.mkdtemp()
-    >>> result = evaluate(arithmetic.make_model(tok, hidden_size=32, num_layers=1, num_heads=2), tok,
-    ...                   arithmetic.make_rl_dataset(3, seed=0), arithmetic.addition_reward, max_new_tokens=8,
-    ...                   output_dir=out)
+    >>> result = sample_and_score(arithmetic.make_model(tok, hidden_size=32, num_layers=1, num_heads=2), tok,
+    ...                           arithmetic.make_rl_dataset(3, seed=0), arithmetic.addition_reward,
+    ...                           max_new_tokens=8, output_dir=out)
     >>> sorted(os.listdir(out)), result.num_samples
     (['accuracy_vs_tokens.png', 'samples.jsonl', 'summary.json'], 4)
 
@@ -481,10 +481,6 @@ def write_eval_outputs(result: EvalResult, dataset: Dataset, output_dir: str | P
     plot_accuracy_vs_tokens(
         [s.num_tokens for _, _, s in flat], [float(s.correct) for _, _, s in flat], out / "accuracy_vs_tokens.png"
     )
-
-
-# The name `trl-kimi eval` and earlier releases call: the same function.
-evaluate = sample_and_score
 
 
 def accuracy_within_budget(lengths: Sequence[int], correct: Sequence[float], budgets: Sequence[int]) -> list[float]:

@@ -230,7 +230,7 @@ def generate_kimi_model_card(
     is a trainer's `_paper` (`title`, `id`, `citation`); `extra_sections` is Markdown put after the metrics (e.g. the
     demo's results table); `trackers` the badge URLs (default: [`tracker_urls`] of the current run).
     """
-    from . import __version__
+    from importlib.metadata import version
 
     trackers = tracker_urls() if trackers is None else trackers
     card_data = ModelCardData(
@@ -262,7 +262,7 @@ def generate_kimi_model_card(
         wandb_url=trackers.get("wandb_url"),
         trackio_url=trackers.get("trackio_url"),
         comet_url=trackers.get("comet_url"),
-        trl_kimi_version=__version__,
+        trl_kimi_version=version("trl-kimi"),
         trl_version=trl.__version__,
         transformers_version=transformers.__version__,
         pytorch_version=torch.__version__,

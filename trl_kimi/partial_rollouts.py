@@ -49,6 +49,7 @@ Example:
 ```
 """
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -62,9 +63,17 @@ __all__ = [
     "PartialRolloutBuffer",
     "RoundStats",
     "Trajectory",
+    "PARTIAL_ROLLOUT_SCHEDULES",
+    "generate_iteration",
     "generate_until_ready",
     "loss_token_mask",
 ]
+
+# How an iteration fills its batch of complete groups. "budget_per_iteration" (the report's): each trajectory advances
+# at most `token_budget` tokens per iteration; groups not finished wait for the next iteration and new prompts fill
+# the batch ([`generate_iteration`]). "rounds_until_full": rounds of at most `token_budget` tokens repeat within the
+# iteration until enough groups are complete ([`generate_until_ready`]).
+PARTIAL_ROLLOUT_SCHEDULES = ("budget_per_iteration", "rounds_until_full")
 
 # running: to be continued; finished: ended with an end-of-sequence token; truncated: hit the overall maximum length or
 # the maximum number of continuations; repeated: cut where the repetition detector fired.
@@ -104,7 +113,8 @@ class Trajectory:
 class RoundStats:
     """What one generation round did: sequences decoded, how many were resumed from an earlier iteration, tokens
     returned by the generator, tokens thrown away (past the maximum length or after a repetition), the longest decode
-    (number of decoding steps the round waited for) and the mean new tokens per sequence."""
+    (number of decoding steps the round waited for), the mean new tokens per sequence, and whether it gave
+    trajectories a second round in the iteration ([`generate_iteration`] when new prompts cannot fill the batch)."""
 
     num_sequences: int = 0
     num_resumed: int = 0
@@ -112,6 +122,7 @@ class RoundStats:
     tokens_discarded: int = 0
     longest_decode: int = 0
     mean_decode: float = 0.0
+    over_budget: bool = False  # a further round for trajectories that already had one this iteration
 
 
 def loss_token_mask(versions: Sequence[int], exclude_stale_segments: bool = False) -> list[int]:
@@ -480,3 +491,87 @@ def generate_until_ready(
                 "making progress."
             )
         rounds.append(buffer.generate_round(generate, call_when_empty=any_process_needs_more is not None))
+
+
+def generate_iteration(
+    buffer: PartialRolloutBuffer,
+    generate: GenerateFn,
+    num_groups: int,
+    add_groups: Callable[[int], list[Trajectory]],
+    max_groups: int | None = None,
+    any_process_needs_more: Callable[[bool], bool] | None = None,
+    max_rounds: int | None = None,
+) -> list[RoundStats]:
+    r"""
+    One iteration with the report's budget: every running trajectory advances at most `token_budget` tokens.
+
+    A first round continues every running trajectory (resumed ones and the iteration's new prompts). While fewer than
+    `num_groups` groups are complete, `add_groups(n)` starts n new groups (it adds them to `buffer` and returns their
+    trajectories) and a round generates their first segment only; n is the missing groups divided by the share of
+    the iteration's new groups that completed in their first round (at most 4 times the missing groups, and no more
+    than `max_groups` groups in the buffer). A group not finished waits for the next iteration. Only when the buffer
+    holds `max_groups` groups and the batch is still not full (answers longer than the budget from the start of a
+    run) does a further round continue the running trajectories; such a round is marked `over_budget`. In a
+    multi-process run `any_process_needs_more(need)` is the all-reduce that keeps every process in the same rounds (a
+    process with enough groups makes empty calls).
+
+    Returns the statistics of each round.
+
+    Example:
+    ```python
+    >>> buffer = PartialRolloutBuffer(num_generations=1, token_budget=2, max_length=8, eos_token_ids=[0])
+    >>> def generate(inputs, max_new_tokens):  # a fake policy: the answer to prompt [n] is n tokens, EOS (0) last
+    ...     out = []
+    ...     for ids in inputs:
+    ...         left = ids[0] - (len(ids) - 1)
+    ...         out.append([9] * (left - 1) + [0] if left <= max_new_tokens else [9] * max_new_tokens)
+    ...     return out, None
+    >>> lengths = iter([5, 1, 1, 3])  # answer lengths of the prompts, in order of arrival
+    >>> def add_groups(n):
+    ...     buffer.add([{"prompt": "p"}] * n, [[next(lengths)] for _ in range(n)])
+    ...     return buffer.trajectories[-n:]
+    >>> _ = add_groups(2)  # the iteration's new prompts
+    >>> buffer.begin_iteration()
+    1
+    >>> rounds = generate_iteration(buffer, generate, num_groups=2, add_groups=add_groups)
+    >>> [(t.status, len(t.completion_ids)) for t in buffer.trajectories]  # 1 of 2 done: 2 more prompts, 1 round
+    [('running', 2), ('finished', 1), ('finished', 1), ('running', 2)]
+    >>> [(r.num_sequences, r.over_budget) for r in rounds]  # no trajectory got two rounds
+    [(2, False), (2, False)]
+
+    ```
+    """
+    collective = any_process_needs_more is not None
+    limit = max_rounds if max_rounds is not None else 4 * (-(-buffer.max_length // buffer.token_budget) + 1)
+    rounds = [buffer.generate_round(generate, call_when_empty=collective)]
+    started = [t for t in buffer.trajectories if t.num_continuations == 0 and t.segments[0][0] == buffer.iteration]
+    new_groups = max(len(started) // buffer.num_generations, 1)
+    while True:
+        missing = num_groups - buffer.num_ready_groups()
+        need = missing > 0
+        if collective:
+            need = any_process_needs_more(need)
+        if not need:
+            return rounds
+        if len(rounds) >= limit:
+            raise RuntimeError(
+                f"{len(rounds)} generation rounds did not complete {num_groups} groups "
+                f"({buffer.num_ready_groups()} ready, {len(buffer.running())} running): the generator is not "
+                "making progress."
+            )
+        held = len(buffer) // buffer.num_generations
+        room = 4 * missing if max_groups is None else min(4 * missing, max_groups - held)
+        if missing <= 0:
+            batch, over_budget = [], False
+        elif room > 0:
+            running = {t.group_id for t in started if t.status == "running"}
+            rate = (len({t.group_id for t in started}) - len(running)) / new_groups
+            batch = add_groups(min(room, math.ceil(missing / max(rate, 0.25))))
+            started += batch
+            new_groups += len(batch) // buffer.num_generations
+            over_budget = False
+        else:
+            batch, over_budget = buffer.running(), True
+        stats = buffer.generate_round(generate, trajectories=batch, call_when_empty=collective)
+        stats.over_budget = over_budget
+        rounds.append(stats)

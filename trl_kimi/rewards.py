@@ -215,24 +215,71 @@ def find_repetition(token_ids: Sequence[int], ngram_size: int = 32, max_repeats:
     return None
 
 
-def repetition_penalty(
-    completion_ids: list[list[int]],
-    ngram_size: int = 32,
-    max_repeats: int = 3,
-    penalty: float = -0.5,
-    **kwargs: Any,
-) -> list[float]:
-    r"""
-    Reward: `penalty` for each completion in which [`find_repetition`] finds a repetition, 0 otherwise.
+# The column of the rows TRL scores that holds the partial-rollout buffer's verdict on each trajectory.
+ROLLOUT_STATUS_COLUMN = "rollout_status"
 
-    Defaults are the spec's (a 32-token n-gram seen 3 times, −0.5). TRL passes `completion_ids`, so the function can
-    be given to a trainer's `reward_funcs` as is.
+
+class RepetitionPenaltyReward:
+    r"""
+    Reward: `penalty` for a repeated completion, 0 otherwise; the package's one repetition penalty (Kimi k1.5 §2.6).
+
+    A completion is repeated when [`find_repetition`] finds a repetition in its `completion_ids`, or when its row's
+    `rollout_status` column is `"repeated"`: with partial rollouts the buffer cuts a repeated trajectory where its
+    detector fired and hands the verdict to the reward functions as that column. Either way a completion is penalised
+    once. TRL passes `completion_ids` and the dataset columns, so an instance can be given to `reward_funcs` as is;
+    it is picklable (no closure). [`repetition_penalty`] is the instance with the spec's defaults.
+
+    Args:
+        ngram_size (`int`, *optional*, defaults to `32`):
+            n of the repeated n-gram.
+        max_repeats (`int`, *optional*, defaults to `3`):
+            Occurrences (≥ 2) of an n-gram that count as a repetition.
+        penalty (`float`, *optional*, defaults to `-0.5`):
+            Reward of a repeated completion.
 
     Example:
     ```python
-    >>> repetition_penalty([[1, 2, 1, 2, 1, 2], [1, 2, 3, 4, 5, 6]], ngram_size=2, max_repeats=3)
+    >>> reward = RepetitionPenaltyReward(ngram_size=2, max_repeats=3)
+    >>> reward([[1, 2, 1, 2, 1, 2], [1, 2, 3, 4, 5, 6]])
+    [-0.5, 0.0]
+    >>> reward([[1, 2, 3], [1, 2, 3]], rollout_status=["repeated", "finished"])  # cut by the partial-rollout buffer
     [-0.5, 0.0]
 
     ```
     """
-    return [penalty if find_repetition(ids, ngram_size, max_repeats) is not None else 0.0 for ids in completion_ids]
+
+    __name__ = "repetition_penalty"
+
+    def __init__(self, ngram_size: int = 32, max_repeats: int = 3, penalty: float = -0.5):
+        find_repetition([], ngram_size, max_repeats)  # validates both values
+        self.ngram_size = ngram_size
+        self.max_repeats = max_repeats
+        self.penalty = penalty
+
+    def is_repeated(self, completion_ids: Sequence[int], status: str | None = None) -> bool:
+        """Whether one completion counts as repeated (its tokens, or the buffer's verdict `status`)."""
+        return status == "repeated" or find_repetition(completion_ids, self.ngram_size, self.max_repeats) is not None
+
+    def __call__(
+        self, completion_ids: list[list[int]], rollout_status: list[str] | None = None, **kwargs: Any
+    ) -> list[float]:
+        options = sorted(k for k in ("ngram_size", "max_repeats", "penalty") if k in kwargs)
+        if options:
+            raise TypeError(
+                f"{options} are options of the reward, not of a call: build RepetitionPenaltyReward({options[0]}=...) "
+                "and pass that instance to reward_funcs."
+            )
+        statuses = rollout_status if rollout_status is not None else [None] * len(completion_ids)
+        return [
+            self.penalty if self.is_repeated(ids, status) else 0.0
+            for ids, status in zip(completion_ids, statuses, strict=True)
+        ]
+
+    def __repr__(self) -> str:
+        return (
+            f"RepetitionPenaltyReward(ngram_size={self.ngram_size}, max_repeats={self.max_repeats}, "
+            f"penalty={self.penalty})"
+        )
+
+
+repetition_penalty = RepetitionPenaltyReward()

@@ -14,10 +14,8 @@ and `DPOTrainer` and our `KimiMirrorDescentTrainer`; [`Long2ShortConfig`] is its
 from .config import Long2ShortConfig
 from .merging import merge_models
 from .rejection import (
-    VerifiedSample,
     build_dpo_pairs,
     dpo_pairs_for_prompt,
-    sample_and_verify,
     select_shortest_correct,
     shortest_rejection_sampling,
 )
@@ -28,14 +26,12 @@ from .trainer import Long2ShortTrainer
 __all__ = [
     "Long2ShortConfig",
     "Long2ShortTrainer",
-    "VerifiedSample",
     "ZeroIfTruncatedReward",
     "build_dpo_pairs",
     "dpo_pairs_for_prompt",
     "long2short_length_penalty",
     "long2short_rl_config",
     "merge_models",
-    "sample_and_verify",
     "select_shortest_correct",
     "shortest_rejection_sampling",
 ]

@@ -18,7 +18,6 @@ samples; [`shortest_rejection_sampling`] and [`build_dpo_pairs`] turn them into 
 ```
 """
 
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,36 +31,6 @@ from ..evaluation import ScoredSample, as_completion, sample_and_score
 logger = logging.get_logger(__name__)
 
 DEFAULT_LENGTH_RATIO = 1.5  # the report's: a correct answer at least 1.5x as long as the shortest one is rejected
-
-
-# The samples these rules read are the package's one scored-sample type; the old name stays an alias of it.
-VerifiedSample = ScoredSample
-
-
-def sample_and_verify(
-    model,
-    processing_class: PreTrainedTokenizerBase,
-    dataset: Dataset,
-    reward_func: Callable[..., list[float | None]],
-    num_samples: int = 8,
-    *,
-    threshold: float = 1.0,
-    **sampling: Any,
-) -> list[list[ScoredSample]]:
-    """
-    Deprecated: use [`~trl_kimi.evaluation.sample_and_score`]`(..., success_threshold=threshold).samples`, which this
-    calls (same sampling arguments, same rules: truncated answers score 0 without reaching `reward_func`, a `None`
-    reward is wrong). `result[i][j]` is sample j of prompt i.
-    """
-    warnings.warn(
-        "sample_and_verify is deprecated; use trl_kimi.evaluation.sample_and_score(..., success_threshold=threshold)"
-        ".samples instead.",
-        FutureWarning,
-        stacklevel=2,
-    )
-    return sample_and_score(
-        model, processing_class, dataset, reward_func, num_samples, success_threshold=threshold, **sampling
-    ).samples
 
 
 # ------------------------------------------------------------------------------------------------- the rules (pure)

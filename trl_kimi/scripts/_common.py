@@ -186,15 +186,11 @@ def split_rewards(names: list[str]) -> tuple[str, list[str]]:
 
 
 def repetition_reward(ngram_size: int, max_repeats: int, value: float) -> Callable:
-    """`trl_kimi.rewards.repetition_penalty` with these options, named `repetition_penalty` (TRL logs
-    `rewards/repetition_penalty`)."""
-    from ..rewards import repetition_penalty
+    """[`~trl_kimi.rewards.RepetitionPenaltyReward`] with these options (picklable; TRL logs
+    `rewards/repetition_penalty`). With partial rollouts it also penalises, once, the trajectories the buffer cut."""
+    from ..rewards import RepetitionPenaltyReward
 
-    def reward(completion_ids: list[list[int]], **kwargs: Any) -> list[float]:
-        return repetition_penalty(completion_ids, ngram_size=ngram_size, max_repeats=max_repeats, penalty=value)
-
-    reward.__name__ = "repetition_penalty"
-    return reward
+    return RepetitionPenaltyReward(ngram_size=ngram_size, max_repeats=max_repeats, penalty=value)
 
 
 def build_reward_funcs(names: list[str], verifier: str, script_args: Any) -> list[Callable]:

@@ -161,7 +161,7 @@ def run_eval(args: EvalArguments) -> dict:
     """Evaluate; returns the summary written to `summary.json`."""
     import torch
 
-    from ..evaluation import evaluate
+    from ..evaluation import sample_and_score
 
     check_model_name_or_path(args.model_name_or_path, args.model_revision)
     if importlib.util.find_spec("matplotlib") is None:
@@ -205,7 +205,7 @@ def run_eval(args: EvalArguments) -> dict:
         model = load_causal_lm(args.model_name_or_path, args.model_revision, dtype=dtype)
         model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
 
-    result = evaluate(
+    result = sample_and_score(
         model,
         getattr(processing_class, "tokenizer", processing_class),
         dataset,

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig
 
 from ..losses import BASELINES, L2_NORMALIZATIONS, LOGPROB_REDUCTIONS
+from ..partial_rollouts import PARTIAL_ROLLOUT_SCHEDULES
 from ..sampling import CURRICULUM_SCHEDULES, SAMPLING_STRATEGIES, _check_curriculum_steps
 
 
@@ -122,10 +123,19 @@ class KimiConfig(GRPOConfig):
         > Parameters that control partial rollouts (§2.6, [`trl_kimi.partial_rollouts`])
 
         partial_rollout_budget (`int` or `None`, *optional*, defaults to `None`):
-            Token budget per trajectory and iteration; `None` turns partial rollouts off (TRL's full rollouts). Each
-            generation round gives every unfinished trajectory at most this many new tokens; what is still unfinished
-            waits in a [`~trl_kimi.PartialRolloutBuffer`] and is continued by the next policy. A group is scored and
-            trained on only when all its `num_generations` samples are done. Needs `1 <= budget <= max length`.
+            Token budget per trajectory and iteration; `None` turns partial rollouts off (TRL's full rollouts). With
+            the default `partial_rollout_schedule`, every trajectory advances at most this many new tokens per
+            iteration; what is still unfinished waits in a [`~trl_kimi.PartialRolloutBuffer`] and is continued by the
+            next policy. A group is scored and trained on only when all its `num_generations` samples are done.
+            Needs `1 <= budget <= max length`.
+        partial_rollout_schedule (`str`, *optional*, defaults to `"budget_per_iteration"`):
+            How an iteration fills its batch of complete groups. `"budget_per_iteration"` (the report's): one round
+            of at most the budget for every running trajectory; while the batch is not full, new prompts drawn from
+            `train_dataset` get one round each; a group not finished waits for the next iteration. Only when the
+            buffer already holds `ceil(max length / budget)` iterations' worth of groups does a further round continue
+            trajectories that had one (logged as `partial_rollouts/over_budget_rounds`). `"rounds_until_full"`: rounds
+            of at most the budget repeat for every running trajectory until the batch is full (a trajectory may then
+            advance several budgets in one iteration). See `docs/partial_rollouts.md` for a side-by-side measurement.
         partial_rollout_max_length (`int` or `None`, *optional*, defaults to `None`):
             Overall maximum completion length across continuations; a trajectory reaching it is truncated. `None`:
             `max_completion_length`.
@@ -146,17 +156,21 @@ class KimiConfig(GRPOConfig):
             that waited in the buffer for its group, or its group for a batch, keeps its tokens, and the reward judges
             the whole answer. The masked fraction is logged as `partial_rollouts/masked_token_fraction`. Why all
             tokens by default: excluding the earlier segments trains the first tokens of a long answer (those that
-            choose between a short and a long answer) only when it finishes within one round, and on the
-            partial-rollout benchmark (README, "Partial rollouts") every token in the loss was the faster and better
-            learning setting.
+            choose between a short and a long answer) only when it finishes within one round (measurement in
+            `docs/partial_rollouts.md`).
         partial_rollout_repetition_ngram_size (`int` or `None`, *optional*, defaults to `32`):
             Repeat detection during partial rollouts ([`~trl_kimi.rewards.find_repetition`]): a trajectory whose last
-            n tokens already occurred `partial_rollout_repetition_max_repeats` times is cut there, marked `repeated`
-            and penalised. `None` turns it off.
+            n tokens already occurred `partial_rollout_repetition_max_repeats` times is cut there and its row's
+            `rollout_status` is `"repeated"`, which [`~trl_kimi.rewards.RepetitionPenaltyReward`] penalises. `None`
+            turns it off.
         partial_rollout_repetition_max_repeats (`int`, *optional*, defaults to `3`):
             Occurrences (≥ 2) of the last n-gram that count as a repetition.
         partial_rollout_repetition_penalty (`float`, *optional*, defaults to `-0.5`):
-            Added to the total reward of a repeated trajectory, before the group's mean baseline (≤ 0).
+            Added to the total reward of a repeated trajectory, before the group's mean baseline (≤ 0), by a
+            `RepetitionPenaltyReward` column (`partial_rollout_repetition_penalty`) added to the reward functions.
+            When `reward_funcs` already holds a `RepetitionPenaltyReward` (e.g. `trl-kimi train --reward ...
+            repetition`), no column is added: that reward penalises the cut trajectories too, once, with its own
+            value.
 
     > [!NOTE]
     > These parameters have default values different from [`~trl.GRPOConfig`]:
@@ -277,7 +291,17 @@ class KimiConfig(GRPOConfig):
         default=None,
         metadata={
             "help": "Token budget per trajectory and iteration (partial rollouts); unset = off. Unfinished "
-            "trajectories are continued at the next iteration; max_completion_length is the overall maximum."
+            "trajectories are continued at the next iteration; max_completion_length is the overall maximum. See "
+            "--partial_rollout_schedule."
+        },
+    )
+    partial_rollout_schedule: str = field(
+        default="budget_per_iteration",
+        metadata={
+            "help": "Partial rollouts: 'budget_per_iteration' (the report's: each trajectory advances at most the "
+            "budget per iteration, new prompts fill the batch, unfinished groups wait for the next iteration) or "
+            "'rounds_until_full' (rounds of the budget repeat until the batch is full).",
+            "choices": list(PARTIAL_ROLLOUT_SCHEDULES),
         },
     )
     partial_rollout_max_length: int | None = field(
@@ -506,6 +530,11 @@ class KimiConfig(GRPOConfig):
                 f"partial_rollout_budget ({budget}) is larger than the overall maximum length ({max_length}, "
                 "partial_rollout_max_length or else max_completion_length): every trajectory would finish in one "
                 "round. Pass a smaller budget or raise the maximum length."
+            )
+        if self.partial_rollout_schedule not in PARTIAL_ROLLOUT_SCHEDULES:
+            raise ValueError(
+                f"partial_rollout_schedule must be one of {PARTIAL_ROLLOUT_SCHEDULES}, got "
+                f"{self.partial_rollout_schedule!r}."
             )
         extra = self.partial_rollout_extra_groups
         if extra is not None and (isinstance(extra, bool) or extra < 0):

@@ -52,23 +52,26 @@ class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
     - the advantages are TRL's own: [`KimiConfig`] fixes `scale_rewards="none"`, so TRL's `r − mean(r)` over each
       group of the gathered rewards is [`~trl_kimi.losses.mean_baseline_advantages`] (a prompt's samples may live on
       several processes; a sample every reward function declined is left out of the mean and gets advantage 0);
-    - `_calculate_rewards` fills the group reward columns after TRL's gather: a [`~trl_kimi.LengthPenaltyReward`]
-      among `reward_funcs` compares a prompt's samples, so TRL's per-process loop sees a stand-in returning `None`
-      and the column is computed here from the gathered lengths and correctness. TRL's logged `reward`, its
-      completion table and its advantages all see the filled columns. The caller's `reward_funcs` list is left as
-      it was (TRL is given a copy);
+    - `_calculate_rewards` is the one reward path: TRL runs the per-process reward functions and gathers them, then
+      the group steps run on whole groups, in this order: each [`~trl_kimi.LengthPenaltyReward`] column (TRL's
+      per-process loop saw a stand-in returning `None`; the column is computed from the gathered lengths and
+      correctness), then the sampler's feedback. TRL's logged `reward`, its completion table and its advantages all
+      see the filled columns. The caller's `reward_funcs` list is left as it was (TRL is given a copy);
     - `_compute_loss` computes [`~trl_kimi.losses.mirror_descent_loss`]. The log-probabilities of πθi are TRL's
       `old_per_token_logps`, computed once per generated batch from the model as it is then (no second copy of the
       model); with a single optimizer step per batch they equal the detached current ones;
-    - `_prepare_inputs` clears the optimizer state at each new batch when `reset_optimizer_each_iteration=True`;
+    - `_generate_and_score_completions`, which TRL calls when it starts a new generated batch, first clears the
+      optimizer state when `reset_optimizer_each_iteration=True`;
     - with `sampling_strategy="curriculum"` or `"prioritized"` (§2.3.4),
       [`~trl_kimi.trainer.sampling_mixin.SamplingMixin`] hands TRL's data loader a
-      [`~trl_kimi.sampling.KimiSampler`] (`self.sampler`), feeds it each group's success from the gathered rewards
+      [`~trl_kimi.sampling.KimiSampler`] (`self.sampler`), is fed each group's success from the gathered rewards
       and saves it with every checkpoint;
     - with `partial_rollout_budget` set (§2.6), [`~trl_kimi.trainer.partial_rollout_mixin.PartialRolloutMixin`]
-      routes generation through a [`~trl_kimi.PartialRolloutBuffer`] (`self.rollout_buffer`): rounds of at most the
-      budget, complete groups only, earlier segments kept in the loss (or masked on request), a `partial_rollout_repetition_penalty`
-      reward column for repeated trajectories, the buffer saved in `kimi_rollout_buffer.pt` with every checkpoint.
+      routes generation through a [`~trl_kimi.PartialRolloutBuffer`] (`self.rollout_buffer`): at most the budget of
+      new tokens per trajectory and round, complete groups only, earlier segments kept in the loss (or masked on
+      request), the buffer's verdict as a `rollout_status` column read by one
+      [`~trl_kimi.rewards.RepetitionPenaltyReward`], the buffer saved in `kimi_rollout_buffer.pt` with every
+      checkpoint.
 
     The TRL methods and attributes used are pinned in `tests/test_trl_seams.py`.
 
@@ -197,11 +200,19 @@ class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
         return penalties
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        # TRL returns the rewards of every process (N_global, num_reward_funcs); the group columns are filled here,
-        # before TRL forms the total reward, the advantages and its logs from them.
+        # 1. TRL runs every per-process reward function and gathers the columns of every process: (N_global, F).
+        #    The group rewards are stand-ins returning None (NaN) there.
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        _refuse_infinite(
+            rewards_per_func, self.reward_func_names, prompts, completions, self.accelerator.process_index
+        )
+        # 2. The group steps, on whole groups of the gathered batch, in this order: the length penalty columns (from
+        #    the correctness columns), then the sampler's feedback (from the success column). TRL forms the total
+        #    reward, the advantages and its logs from what is returned.
         if self._length_penalties:
             self._fill_length_penalties(rewards_per_func, inputs, completion_ids_list)
+        if self.sampler is not None and self.model.training:
+            self._feed_back_success(inputs, rewards_per_func[:, self._success_column])
         return rewards_per_func
 
     def _fill_length_penalties(self, rewards_per_func, inputs, completion_ids_list) -> None:
@@ -223,7 +234,7 @@ class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
                         f"(columns: {sorted(inputs[0])})."
                     )
                 values = gather_object([example[column] for example in inputs])
-            step, max_steps = self.state.global_step, self.state.max_steps
+            step, max_steps = self.state.global_step, self._run_length()
             rewards = penalty.compute(
                 lengths, [penalty.is_correct(v) for v in values], num_generations, step, max_steps
             )
@@ -232,17 +243,22 @@ class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
             )
             self._metrics[mode][f"{penalty.__name__}/scale"].append(penalty.scale(step, max_steps))
 
-    # ------------------------------------------------------------------ optimizer reset
-    def _prepare_inputs(self, generation_batch):
-        if self.model.training and self.args.reset_optimizer_each_iteration and self.optimizer is not None:
-            # Same condition as GRPOTrainer._prepare_inputs uses to generate a new batch: a new iteration starts.
-            generate_every = self.args.steps_per_generation * self.num_iterations
-            if self._step % generate_every == 0 or self._buffered_inputs is None:
-                self.optimizer.state.clear()  # Adam & co. re-create their state lazily at the next step
-        return super()._prepare_inputs(generation_batch)
+    def _run_length(self) -> int | None:
+        """The run's number of optimizer steps: TRL's `state.max_steps` once `train()` has started; before it (e.g.
+        `evaluate()` first) the number `train()` will compute, or `None` without a training set to count."""
+        if self.state.max_steps > 0:
+            return self.state.max_steps
+        if self.args.max_steps > 0:
+            return self.args.max_steps
+        if self.train_dataset is None:
+            return None
+        return self.set_initial_training_values(self.args, self.get_train_dataloader())[-1]
 
-    # ------------------------------------------------------------------ loss
+    # ------------------------------------------------------------------ optimizer reset, baseline
     def _generate_and_score_completions(self, inputs):
+        # In training TRL calls this exactly when it starts a new generated batch (a new iteration).
+        if self.model.training and self.args.reset_optimizer_each_iteration and self.optimizer is not None:
+            self.optimizer.state.clear()  # Adam & co. re-create their state lazily at the next step
         output = super()._generate_and_score_completions(inputs)
         if self.args.baseline == "log_mean_exp":
             # TRL's advantages are r − r̄ for this process's slice (equal slices, in process order); the exact
@@ -254,6 +270,7 @@ class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
             output["advantages"] = gathered[start : start + local.size(0)]
         return output
 
+    # ------------------------------------------------------------------ loss
     def _compute_loss(self, model, inputs):
         mode = "train" if self.model.training else "eval"
         prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
@@ -347,6 +364,26 @@ class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
         if self.beta != 0.0:
             self._metrics[mode]["kl"].append(self.accelerator.gather(kl.detach()).mean().item())
         return loss
+
+
+def _refuse_infinite(rewards_per_func, names, prompts, completions, process_index) -> None:
+    """A reward of ±inf turns the advantages, then every weight, into NaN: raise, naming the function and the sample.
+    NaN stays TRL's "not applicable" (a function returned `None`)."""
+    infinite = torch.isinf(rewards_per_func).nonzero()  # (M, 2): (global sample, function)
+    if not len(infinite):
+        return
+    row, column = infinite[0].tolist()
+    local = row - process_index * len(prompts)  # TRL gathers equal-sized per-process batches in process order
+    where = (
+        f" (prompt {str(prompts[local])[:200]!r}, completion {str(completions[local])[:200]!r})"
+        if 0 <= local < len(prompts)
+        else ""
+    )
+    raise ValueError(
+        f"Reward function {names[column]!r} returned {rewards_per_func[row, column].item()} for sample {row} of the "
+        f"batch{where}; {len(infinite)} infinite reward(s) in all. A reward must be a finite number, or None for "
+        '"not applicable"; fix or clip the function.'
+    )
 
 
 class _EvaluatedAfterGather:

@@ -10,7 +10,7 @@ TRL's `_generate_and_score_completions` runs unchanged on the rows of those comp
 `_generate_single_turn` hands back their stored completions instead of generating. Batch shapes are TRL's.
 
 Tested against TRL 1.16 (`_generate_and_score_completions`, `_generate`, `_generate_single_turn`,
-`_calculate_rewards`, `_tokenize_prompts`, `generation_config` / `vllm_generation.max_completion_length`, the reward
+`_tokenize_prompts`, `generation_config` / `vllm_generation.max_completion_length`, the reward
 lists `reward_funcs` / `reward_func_names` / `reward_processing_classes` / `reward_weights`);
 `tests/test_trl_seams.py` pins them.
 """
@@ -25,7 +25,14 @@ import torch
 from accelerate.utils import gather_object
 from datasets import Dataset
 
-from ..partial_rollouts import PartialRolloutBuffer, RoundStats, generate_until_ready, loss_token_mask
+from ..partial_rollouts import (
+    PartialRolloutBuffer,
+    RoundStats,
+    generate_iteration,
+    generate_until_ready,
+    loss_token_mask,
+)
+from ..rewards import ROLLOUT_STATUS_COLUMN, RepetitionPenaltyReward
 
 
 ROLLOUT_BUFFER_NAME = "kimi_rollout_buffer.pt"  # written next to the optimizer state in each checkpoint
@@ -50,24 +57,25 @@ class PartialRolloutMixin:
     the end of its `__init__`.
 
     While TRL scores the complete groups, `_ready_trajectories` holds them (`None` otherwise): the hooks TRL calls
-    from `_generate_and_score_completions` read it. With repeat detection on, the mixin adds a reward column named
-    `partial_rollout_repetition_penalty` (weight 1) to TRL's reward lists: the configured penalty for a repeated
-    trajectory, 0 otherwise, so TRL's total reward, advantages and logs include it.
+    from `_generate_and_score_completions` read it. The rows TRL scores carry the buffer's verdict on each trajectory
+    in a `rollout_status` column (`finished`, `truncated` or `repeated`). With repeat detection on, a
+    [`~trl_kimi.rewards.RepetitionPenaltyReward`] reads it: the caller's, or one the mixin adds to TRL's reward lists
+    (`partial_rollout_repetition_penalty`, weight 1), so a repeated trajectory is penalised once and TRL's total
+    reward, advantages and logs include it.
 
     Overrides, each wrapping `super()`:
     - `_generate_and_score_completions`: new rows → buffer; rounds until `generation_batch_size / num_generations`
-      groups (per process share) are complete; TRL scores those groups; the groups leave the buffer only once scored;
+      groups (per process share) are complete; TRL scores those groups (their rows plus `rollout_status`); the groups
+      leave the buffer only once scored;
     - `_generate_single_turn`: the stored completions of the complete groups (TRL's path otherwise);
     - `_generate`: with `partial_rollout_stale_tokens_in_loss=False`, the loss mask of the segments before each
       trajectory's newest (TRL's `tool_mask`, which the loss multiplies in);
-    - `_calculate_rewards`: the `partial_rollout_repetition_penalty` column, after TRL's gather;
     - `_save_optimizer_and_scheduler` / `_load_optimizer_and_scheduler`: the buffer of every process, in
       `kimi_rollout_buffer.pt`.
     """
 
     rollout_buffer: PartialRolloutBuffer | None = None
     _ready_trajectories: list | None = None
-    _repetition_column: int | None = None  # index of the repetition-penalty reward column, when there is one
 
     def _init_partial_rollouts(self) -> None:
         args = self.args
@@ -90,13 +98,19 @@ class PartialRolloutMixin:
         self._groups_per_batch = per_process // self.num_generations
         extra = args.partial_rollout_extra_groups
         self._extra_groups = self._groups_per_batch if extra is None else extra
-        if self._extra_groups and not isinstance(self.train_dataset, Dataset):
+        per_iteration = args.partial_rollout_schedule == "budget_per_iteration"
+        if (self._extra_groups or per_iteration) and not isinstance(self.train_dataset, Dataset):
             raise ValueError(
-                f"partial_rollout_extra_groups={self._extra_groups} draws prompts from train_dataset by index, which "
-                f"needs a map-style datasets.Dataset, got {type(self.train_dataset).__name__}. Load the dataset "
-                "without streaming, or set partial_rollout_extra_groups=0."
+                f"partial_rollout_extra_groups={self._extra_groups} and partial_rollout_schedule="
+                f"{args.partial_rollout_schedule!r} draw prompts from train_dataset by index, which needs a map-style "
+                f"datasets.Dataset, got {type(self.train_dataset).__name__}. Load the dataset without streaming, or "
+                "set partial_rollout_extra_groups=0 and partial_rollout_schedule='rounds_until_full'."
             )
         max_length = args.partial_rollout_max_length or self.max_completion_length
+        # Groups in flight: one batch's worth plus the extra groups arrive per iteration, and a trajectory lives at
+        # most ceil(max_length / budget) iterations. The budget-per-iteration schedule draws new prompts up to this.
+        lifetime = -(-max_length // args.partial_rollout_budget) if per_iteration else 1
+        self._max_groups = (self._groups_per_batch + self._extra_groups) * lifetime
         self.rollout_buffer = PartialRolloutBuffer(
             num_generations=self.num_generations,
             token_budget=args.partial_rollout_budget,
@@ -105,26 +119,34 @@ class PartialRolloutMixin:
             eos_token_ids=self.eos_token_ids,
             repetition_ngram_size=args.partial_rollout_repetition_ngram_size,
             repetition_max_repeats=args.partial_rollout_repetition_max_repeats,
-            # Each generated batch adds as many groups as it takes out, so the buffer never holds more than the extra
-            # groups plus one batch: a larger size means a bug, and raises.
-            capacity=(self._groups_per_batch + self._extra_groups) * self.num_generations,
+            # Never more than `_max_groups` plus the batch the data loader adds: a larger size means a bug, and raises.
+            capacity=(self._max_groups + self._groups_per_batch) * self.num_generations,
         )
         if args.partial_rollout_repetition_ngram_size is not None:
-            self._add_repetition_column()
+            self._add_repetition_reward()
 
-    def _add_repetition_column(self) -> None:
-        """A reward column for the repetition penalty, in TRL's reward lists (as TRL adds an environment's reward):
-        a stand-in returns `None` per process and `_calculate_rewards` fills it after the gather."""
-        column = RepetitionPenaltyColumn()
-        name = column.__name__
-        if name in self.reward_func_names:
+    def _add_repetition_reward(self) -> None:
+        """The buffer cuts repeated trajectories and marks them `rollout_status="repeated"`; a
+        [`~trl_kimi.rewards.RepetitionPenaltyReward`] reads that column. One already among the reward functions (e.g.
+        `trl-kimi train --reward repetition`) is the penalty; otherwise one is added to TRL's reward lists (weight
+        1, named `partial_rollout_repetition_penalty`), as TRL adds an environment's reward. Either way a repeated
+        trajectory is penalised once."""
+        if any(isinstance(f, RepetitionPenaltyReward) for f in self.reward_funcs):
+            return
+        args = self.args
+        reward = RepetitionPenaltyReward(
+            ngram_size=args.partial_rollout_repetition_ngram_size,
+            max_repeats=args.partial_rollout_repetition_max_repeats,
+            penalty=args.partial_rollout_repetition_penalty,
+        )
+        reward.__name__ = "partial_rollout_repetition_penalty"
+        if reward.__name__ in self.reward_func_names:
             raise ValueError(
-                f"A reward function is named {name!r}, the name of the partial rollouts' repetition penalty column; "
-                "rename it, or turn repeat detection off with partial_rollout_repetition_ngram_size=None."
+                f"A reward function is named {reward.__name__!r}, the name of the partial rollouts' repetition "
+                "penalty; rename it, or turn repeat detection off with partial_rollout_repetition_ngram_size=None."
             )
-        self._repetition_column = len(self.reward_funcs)
-        self.reward_funcs.append(column)
-        self.reward_func_names.append(name)
+        self.reward_funcs.append(reward)
+        self.reward_func_names.append(reward.__name__)
         self.reward_processing_classes.append(None)
         self.reward_weights = torch.cat([self.reward_weights, torch.ones(1)])
 
@@ -149,15 +171,28 @@ class PartialRolloutMixin:
             round_times.append(time.perf_counter() - round_start)
             return out
 
-        rounds = generate_until_ready(
-            buffer, timed, self._groups_per_batch, any_process_needs_more=self._any_process if collective else None
-        )
+        any_process = self._any_process if collective else None
+        if self.args.partial_rollout_schedule == "budget_per_iteration":
+            columns = set(inputs[0])
+            rounds = generate_iteration(
+                buffer,
+                timed,
+                self._groups_per_batch,
+                add_groups=lambda n: self._draw_groups(n, columns),
+                max_groups=self._max_groups,
+                any_process_needs_more=any_process,
+            )
+        else:
+            rounds = generate_until_ready(buffer, timed, self._groups_per_batch, any_process_needs_more=any_process)
         generation_time = time.perf_counter() - start
 
         ready = buffer.peek_groups(self._groups_per_batch)
         self._ready_trajectories = ready
         try:
-            output = super()._generate_and_score_completions([t.row for t in ready])
+            # The buffer's verdict on each trajectory is a column of the rows TRL scores (RepetitionPenaltyReward
+            # reads it).
+            rows = [{**t.row, ROLLOUT_STATUS_COLUMN: t.status} for t in ready]
+            output = super()._generate_and_score_completions(rows)
         finally:
             self._ready_trajectories = None
         # Only a scored batch leaves the buffer: if scoring raised, its groups are still there (nothing lost), and a
@@ -192,21 +227,6 @@ class PartialRolloutMixin:
         prompt_ids, completion_ids, _tool_mask, completions, logprobs, extra_fields, images, tool_images = result
         return prompt_ids, completion_ids, masks, completions, logprobs, extra_fields, images, tool_images
 
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)  # (N, F)
-        column = self._repetition_column
-        if column is None:
-            return rewards_per_func
-        penalty = self.args.partial_rollout_repetition_penalty
-        ready = self._ready_trajectories or ()  # none outside training: nothing was cut
-        local = [penalty if t.status == "repeated" else 0.0 for t in ready] or [0.0] * len(prompts)
-        gathered = self.accelerator.gather(torch.tensor(local, device=rewards_per_func.device))  # (N_global,)
-        # A sample every other reward function declined stays unscorable (NaN), as TRL treats it.
-        others = torch.cat([rewards_per_func[:, :column], rewards_per_func[:, column + 1 :]], dim=1)  # (N, F-1)
-        unscorable = torch.isnan(others).all(dim=1)
-        rewards_per_func[:, column] = torch.where(unscorable, torch.nan, gathered.to(rewards_per_func.dtype))
-        return rewards_per_func
-
     def _generate_round(self, inputs: list[list[int]], max_new_tokens: int):
         """One budgeted round through TRL's generation (a continuation is a generation from a longer prompt)."""
         num_local, local_limit = len(inputs), max_new_tokens
@@ -226,7 +246,9 @@ class PartialRolloutMixin:
         # One call for the whole round, fresh prompts and continuations together (left-padded to the longest): a
         # call per length class would repeat the round's decode steps, which cost more than the padding.
         with self._generation_limit(max_new_tokens):
-            ids, logprobs = super()._generate_single_turn(inputs, None, {}, 1)
+            ids, logprobs = super()._generate_single_turn(
+                prompt_ids=inputs, images=None, multimodal_fields={}, num_generations=1
+            )
         ids = [list(x)[:local_limit] for x in ids[:num_local]]
         return ids, None if logprobs is None else [list(lp)[:local_limit] for lp in logprobs[:num_local]]
 
@@ -260,6 +282,11 @@ class PartialRolloutMixin:
         """Every buffered trajectory is scored with its own row: the columns must stay those the buffer holds."""
         # Image columns were refused at init when the dataset lists its columns; images may also be content blocks
         # of conversational prompts.
+        if ROLLOUT_STATUS_COLUMN in inputs[0]:
+            raise ValueError(
+                f"The dataset has a column {ROLLOUT_STATUS_COLUMN!r}, the column partial rollouts add to each row "
+                "(the buffer's verdict on the trajectory); rename that column."
+            )
         sources = [c for c in ("image", "images") if c in inputs[0]]
         if any(_has_image_block(x["prompt"]) for x in inputs):
             sources.append("an image content block in a prompt")
@@ -280,11 +307,26 @@ class PartialRolloutMixin:
         """Fill the buffer once with `_extra_groups` groups drawn from train_dataset (seeded, per process)."""
         rng = random.Random(self.args.seed * 7919 + self.accelerator.process_index)
         size = len(self.train_dataset)
-        indices = rng.sample(range(size), min(self._extra_groups, size))
-        columns = set(inputs[0])  # as the data loader hands them (it may drop unused columns)
+        self._add_rows(rng.sample(range(size), min(self._extra_groups, size)), set(inputs[0]))
+
+    def _draw_groups(self, num_groups: int, columns: set[str]) -> list:
+        """`num_groups` new groups drawn from train_dataset, seeded by the buffer's state (so a resumed run draws the
+        same ones); returns their trajectories."""
+        buffer = self.rollout_buffer
+        rng = random.Random(
+            (self.args.seed * 7919 + self.accelerator.process_index) * 1_000_003 + buffer.next_group_id
+        )
+        size = len(self.train_dataset)
+        indices = rng.sample(range(size), min(num_groups, size))
+        self._add_rows(indices, columns)
+        return buffer.trajectories[len(buffer) - len(indices) * self.num_generations :]
+
+    def _add_rows(self, indices: list[int], columns: set[str]) -> None:
+        """Add the groups of these train_dataset rows, with the columns the data loader hands out (it may drop some)."""
         rows = [{k: v for k, v in self.train_dataset[i].items() if k in columns} for i in indices]
         rows = [row for row in rows for _ in range(self.num_generations)]
-        self.rollout_buffer.add(rows, self._tokenize_prompts([x["prompt"] for x in rows])[0])
+        if rows:
+            self.rollout_buffer.add(rows, self._tokenize_prompts([x["prompt"] for x in rows])[0])
 
     # ------------------------------------------------------------------ metrics
     def _log_partial_rollouts(
@@ -323,6 +365,7 @@ class PartialRolloutMixin:
         maxes = {
             "continuations_max": max(t.num_continuations for t in ready),
             "rounds": len(rounds),
+            "over_budget_rounds": sum(r.over_budget for r in rounds),
             "longest_sample_wait_s": waiting,
             "generation_time_s": generation_time,
         }
@@ -349,6 +392,7 @@ class PartialRolloutMixin:
         metrics["partial_rollouts/truncated_fraction"].append(s["truncated"] / max(s["samples"], 1))
         metrics["partial_rollouts/masked_token_fraction"].append(s["masked_tokens"] / max(s["tokens"], 1))
         metrics["partial_rollouts/rounds"].append(m["rounds"])
+        metrics["partial_rollouts/over_budget_rounds"].append(m["over_budget_rounds"])
         metrics["partial_rollouts/longest_sample_wait_s"].append(m["longest_sample_wait_s"])
         metrics["partial_rollouts/generation_time_s"].append(m["generation_time_s"])
 
@@ -379,13 +423,3 @@ class PartialRolloutMixin:
                 f"{self.accelerator.num_processes}. Resume with {saved['world_size']} processes."
             )
         self.rollout_buffer.load_state_dict(saved["processes"][self.accelerator.process_index])
-
-
-class RepetitionPenaltyColumn:
-    """Stands in for the repetition penalty in TRL's per-process reward loop: `None` ("not applicable") for every
-    sample, until `PartialRolloutMixin._calculate_rewards` fills the column from the gathered batch."""
-
-    __name__ = "partial_rollout_repetition_penalty"
-
-    def __call__(self, completions: list, **kwargs: Any) -> list[None]:
-        return [None] * len(completions)

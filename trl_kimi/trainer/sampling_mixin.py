@@ -6,8 +6,8 @@ The sampler itself (which problems a generated batch holds, the success rates) i
 [`trl_kimi.sampling`]; this mixin builds it, hands it to TRL's data loader, feeds it the success of each generated
 batch from the gathered rewards, and saves it with every checkpoint.
 
-Tested against TRL 1.16 (`_get_train_sampler`, `_calculate_rewards`, `_save_optimizer_and_scheduler`,
-`_load_optimizer_and_scheduler`, `_metrics`, `_step`); `tests/test_trl_seams.py` pins their signatures.
+Tested against TRL 1.16 (`_get_train_sampler`, `_save_optimizer_and_scheduler`, `_load_optimizer_and_scheduler`,
+`_metrics`, `_step`); `tests/test_trl_seams.py` pins their signatures.
 """
 
 import os
@@ -27,11 +27,12 @@ class SamplingMixin:
     when `args.sampling_strategy` is not `"uniform"`, a pass-through otherwise. The subclass calls `_init_sampler()`
     at the end of its `__init__`.
 
+    The trainer's `_calculate_rewards` calls `_feed_back_success` after TRL's gather: each group's success (from
+    `args.success_reward`) → the sampler's success rates, plus `sampling/*` metrics.
+
     Overrides, each wrapping `super()`:
     - `_get_train_sampler`: the [`~trl_kimi.sampling.KimiSampler`] built once (`self.sampler`): its state must survive
       every `get_train_dataloader`;
-    - `_calculate_rewards`: after TRL's gather, each group's success (from `args.success_reward`) → the sampler's
-      success rates, plus `sampling/*` metrics;
     - `_save_optimizer_and_scheduler` / `_load_optimizer_and_scheduler`: the sampler's state, in
       `kimi_sampling_state.pt`. Both are called once per checkpoint and once per resume on every backend (plain,
       DeepSpeed, FSDP), and the load comes before the data loader is first iterated, so the Trainer's skipping of
@@ -87,12 +88,6 @@ class SamplingMixin:
                 f"loader holds {len(dataset)}; do not replace trainer.train_dataset after building the trainer."
             )
         return self.sampler  # one object for the whole run: its state must survive every `get_train_dataloader`
-
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)  # (N, F)
-        if self.sampler is not None and self.model.training:
-            self._feed_back_success(inputs, rewards_per_func[:, self._success_column])
-        return rewards_per_func
 
     def _feed_back_success(self, inputs: list[dict], rewards: torch.Tensor) -> None:
         """Success of each group of the generated batch → the sampler's success rates, plus `sampling/*` metrics.
