@@ -10,9 +10,10 @@ and a narrow band of terms, so that the answer length is the controlled variable
 | medium | 10–12 | ~78 | 112 |
 | long | 33–35 | ~253 | 320 |
 
-Each length gets its own SFT warm start (cached in `<output_dir>/<length>/warm_start_sft<steps>`): a small Qwen2 on
+Each length gets its own SFT warm start (cached in `<output_dir>/<length>/warm_start_sft...`): a small Qwen2 on
 demonstrations of which `--sft_slip_rate` carry one arithmetic slip carried to the answer, so the warm start is wrong
-about as often at every length and RL has the same room. Then each trainer × seed runs from it with the same data
+about as often at every length and RL has the same room (`--sft_init_from` continues a shorter length's warm start,
+a curriculum that learns long chains in far fewer steps than from scratch). Then each trainer × seed runs from it with the same data
 order, batch, k, learning rate, steps and generation (`benchmarks/learning.py`'s `train_one`); after training:
 held-out pass@1 (temperature 1), greedy accuracy, mean tokens, seconds per step, and from the Kimi logs the mean
 pull ratio τ·|ρ|/|A| and the spread of ρ on the steps where the pull acts (a batch's 2nd step).
@@ -82,6 +83,13 @@ class TauLengthArguments:
     num_sft_examples: int = field(default=4000, metadata={"help": "Warm-start SFT examples."})
     sft_steps: int = field(default=400, metadata={"help": "Warm-start SFT optimizer steps."})
     sft_batch_size: int = field(default=64, metadata={"help": "Warm-start SFT batch size."})
+    sft_init_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "Start the SFT from this saved model (e.g. the shorter length's warm start: a curriculum, much "
+            "cheaper than learning the long chains from scratch) instead of a fresh initialisation."
+        },
+    )
     sft_slip_rate: float = field(default=0.5, metadata={"help": "Fraction of SFT demonstrations with one slip."})
     hidden_size: int = field(default=128, metadata={"help": "Width of the tiny Qwen2."})
     num_layers: int = field(default=4, metadata={"help": "Depth of the tiny Qwen2."})
@@ -90,11 +98,19 @@ class TauLengthArguments:
 
 def warm_start(args: TauLengthArguments, length: str, tokenizer, sft) -> Path:
     """SFT of a fresh tiny Qwen2 on this length's demonstrations, built once and cached."""
-    out = Path(args.output_dir) / length / f"warm_start_sft{args.sft_steps}x{args.sft_batch_size}"
+    name = f"warm_start_sft{args.sft_steps}x{args.sft_batch_size}"
+    if args.sft_init_from:
+        name += "_from_" + Path(args.sft_init_from).parent.name  # the length it continues
+    out = Path(args.output_dir) / length / name
     if (out / "config.json").exists():
         return out
     set_seed(0)
-    model = arithmetic.make_model(tokenizer, args.hidden_size, args.num_layers, seed=0, max_position_embeddings=512)
+    if args.sft_init_from:
+        model = AutoModelForCausalLM.from_pretrained(args.sft_init_from)
+    else:
+        model = arithmetic.make_model(
+            tokenizer, args.hidden_size, args.num_layers, seed=0, max_position_embeddings=512
+        )
     config = SFTConfig(
         output_dir=str(out.parent / "sft"), use_cpu=True, bf16=False, max_steps=args.sft_steps,
         per_device_train_batch_size=args.sft_batch_size, learning_rate=3e-3, lr_scheduler_type="cosine",

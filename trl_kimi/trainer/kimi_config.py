@@ -66,10 +66,12 @@ class KimiConfig(GRPOConfig):
             `DEFAULT_STEPS_PER_GENERATION_FACTOR` (2) × `gradient_accumulation_steps`, i.e. two optimizer steps per
             generated batch. Its cost: a generation batch twice as large, generated half as often. Settings that
             give one step per batch (`steps_per_generation × num_iterations <= gradient_accumulation_steps`) make
-            the update REINFORCE with a mean baseline, and the config warns. Suggested value with
-            `logprob_reduction="sum"`: 0.1 for long chains of thought; with short answers (tens of tokens) 1.0
-            learned more in `benchmarks/learning.py` (held-out 0.536 against 0.504 over 5 seeds, level with
-            `GRPOTrainer`), because the summed log-ratio, and with it the pull, grows with the completion's length.
+            the update REINFORCE with a mean baseline, and the config warns. The report gives no value for τ; 0.1
+            is this package's starting point, not a measured optimum. Choose τ by the logged `kimi/pull_ratio`
+            (``τ·|ρ|/|A|`` on the batch's later steps): well below 0.1 the pull does not bind; on short answers
+            (tens of tokens) the setting that learned best put it near 0.5 (τ = 1). With
+            `logprob_reduction="sum"` ρ, and with it the pull at a fixed τ, grows with the answer length, so longer
+            answers want a smaller τ; see `docs/mirror_descent.md` ("Choosing τ").
         logprob_reduction (`str`, *optional*, defaults to `"sum"`):
             How per-token log-probabilities become the sequence log-probability ``log π(y|x)``. `"sum"`: the
             report's sequence log-probability. `"mean"`: divided by the completion length; for very long answers,
@@ -201,7 +203,8 @@ class KimiConfig(GRPOConfig):
             "help": "tau > 0: strength of the l2 pull (tau/2)*(log pi_theta - log pi_theta_i)^2 towards the policy at "
             "the start of the iteration. It only acts on the 2nd, 3rd, ... optimizer steps made on one generated "
             "batch (steps_per_generation > gradient_accumulation_steps, or num_iterations > 1); unless set, "
-            "steps_per_generation defaults to 2 x gradient_accumulation_steps for that reason."
+            "steps_per_generation defaults to 2 x gradient_accumulation_steps for that reason. The report gives no "
+            "value; pick it by the logged kimi/pull_ratio (docs/mirror_descent.md)."
         },
     )
     logprob_reduction: str = field(
