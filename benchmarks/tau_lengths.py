@@ -244,10 +244,12 @@ def plot(per_length: dict, path: Path) -> None:
             runs = list(per_seed.values())
             mean, std = _mean_std([r["pass@1"] for r in runs])
             if kind == "grpo":
-                name = f"GRPO {overrides.get('loss_type', 'default loss')}"
-                line = ax_acc.axhline(mean, linestyle="--", label=f"{name} ({len(runs)} seeds)")
+                loss_type = overrides.get("loss_type")
+                name = f"GRPO loss_type={loss_type}" if loss_type else "GRPO default loss"
+                color, style = ("tab:red", "-.") if loss_type else ("black", "--")
+                ax_acc.axhline(mean, color=color, linestyle=style, label=f"{name} ({len(runs)} seeds)")
                 if std:
-                    ax_acc.axhspan(mean - std, mean + std, color=line.get_color(), alpha=0.1)
+                    ax_acc.axhspan(mean - std, mean + std, color=color, alpha=0.08)
                 continue
             if set(overrides) - {"tau", "l2_normalization"}:
                 continue  # other Kimi variants: table only
@@ -272,7 +274,10 @@ def plot(per_length: dict, path: Path) -> None:
         for ax in (ax_acc, ax_pull):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    fig.suptitle("Kimi mirror descent: τ × l2 normalisation against GRPOTrainer, by answer length")
+    fig.suptitle(
+        "Kimi mirror descent: τ × l2 normalisation against GRPOTrainer, by answer length\n"
+        "(error bars and bands: std over seeds where a setting has several; seeds per setting in the table)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
