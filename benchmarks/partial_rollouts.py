@@ -7,9 +7,10 @@ Full rollouts vs budgeted partial rollouts (Kimi k1.5 §2.6) on a long-tailed an
    The SFT model's sampled answer lengths on the RL prompts are measured and printed (median, p90, p99, p99/median).
 2. RL runs from that same model, same prompts, same seed, same wall-clock budget (`--time_budget` seconds each):
    `full` (TRL's rollouts: every batch waits for its longest answer), `partial` (`partial_rollout_budget` with every
-   other setting at its default: rounds of at most `--budget` new tokens, unfinished answers continued at the next
-   iteration, every token in the loss) and `partial_exclude_stale` (the same, only each answer's newest segment in the
-   loss). The runs are **interleaved** in one process: each run is a thread, and a baton lets exactly one of them
+   other setting at its default: each answer advances at most `--budget` new tokens per iteration, new prompts fill
+   the batch, unfinished answers continued at the next iteration, every token in the loss),
+   `partial_rounds_until_full` (rounds of the budget repeat within an iteration until the batch is full) and
+   `partial_exclude_stale` (the default schedule, only each answer's newest segment in the loss). The runs are **interleaved** in one process: each run is a thread, and a baton lets exactly one of them
    make one training iteration at a time, in turn, so a shared machine's load falls on all of them alike; each run's
    clock counts only its own turns.
 
@@ -52,8 +53,10 @@ from trl_kimi.tasks import arithmetic  # noqa: E402
 # name -> partial-rollout settings on top of the common config (None: TRL's full rollouts)
 RUNS = {
     "full": None,
-    # every partial-rollout setting at its default: every token in the loss
+    # every partial-rollout setting at its default: the report's budget per iteration, every token in the loss
     "partial": {},
+    # the alternative schedule: rounds of the budget repeat within an iteration until the batch is full
+    "partial_rounds_until_full": {"partial_rollout_schedule": "rounds_until_full"},
     # the option: only each trajectory's newest segment counts in the loss
     "partial_exclude_stale": {"partial_rollout_stale_tokens_in_loss": False},
 }
@@ -302,6 +305,9 @@ def summarise_run(name: str, clock: WallClock) -> dict:
                 ),
                 "resumed_fraction": statistics.fmean(p["partial_rollouts/resumed_fraction"] for p in clock.points),
                 "rounds_per_iteration": statistics.fmean(p["partial_rollouts/rounds"] for p in clock.points),
+                "over_budget_rounds_per_iteration": statistics.fmean(
+                    p["partial_rollouts/over_budget_rounds"] for p in clock.points
+                ),
                 "continuations_max": max(p["partial_rollouts/continuations_max"] for p in clock.points),
             }
         )
@@ -322,8 +328,8 @@ def summarise(args: BenchmarkArguments, lengths: dict, results: dict[str, dict])
         f"p99/median = {lengths['p99_over_median']:.1f}",
         "",
         "| run | iterations | wall s / iteration | full / this | CPU s / iteration | mean length | rounds / iteration "
-        "| stale tokens masked | useful-token fraction |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| over-budget rounds / iteration | stale tokens masked | useful-token fraction |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         label = "full rollouts" if RUNS[name] is None else f"{name} (budget {args.budget})"
@@ -337,10 +343,10 @@ def summarise(args: BenchmarkArguments, lengths: dict, results: dict[str, dict])
             f"| {label} | {r['iterations']} | {r['seconds_per_iteration']:.3f} | "
             f"{full['seconds_per_iteration'] / r['seconds_per_iteration']:.2f}x | {r['cpu_seconds_per_iteration']:.3f} | "
             f"{r['mean_completion_length']:.1f} | {r['rounds_per_iteration']:.2f} | "
-            f"{r['masked_token_fraction']:.3f} | {useful} |"
+            f"{r['over_budget_rounds_per_iteration']:.2f} | {r['masked_token_fraction']:.3f} | {useful} |"
             if partial
             else f"| {label} | {r['iterations']} | {r['seconds_per_iteration']:.3f} | 1.00x | "
-            f"{r['cpu_seconds_per_iteration']:.3f} | {r['mean_completion_length']:.1f} | - | - | {useful} |"
+            f"{r['cpu_seconds_per_iteration']:.3f} | {r['mean_completion_length']:.1f} | - | - | - | {useful} |"
         )
     lines += [
         "",

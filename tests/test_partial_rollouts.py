@@ -403,7 +403,7 @@ def test_schedules_in_the_trainer(tmp_path, schedule):
         assert all(n <= 2 * (1 + over_budget[it]) for (_, it), n in tokens.items())
         assert trainer.rollout_buffer.next_group_id > 4 * 2  # new prompts beyond the data loader's were drawn
     else:
-        assert sum(over_budget.values()) == 0 and max(tokens.values()) > 2  # several budgets in one iteration
+        assert sum(over_budget.values()) > 0 and max(tokens.values()) > 2  # several budgets in one iteration
 
 
 def test_default_trains_every_token(tmp_path):

@@ -9,8 +9,10 @@ iteration by the newer policy, so long answers never stall a batch. Repeated tex
 applies the limits after each generation round (end of sequence, overall maximum length, maximum number of
 continuations, repetition), hands out **complete groups only** (all `num_generations` samples of a prompt finished) in
 first-in-first-out order, does the token accounting, and saves its state with `state_dict()`.
-[`generate_until_ready`] drives it: generation rounds of at most `token_budget` new tokens over every running
-trajectory (resumed ones first, then the new prompts) until enough complete groups are ready. The trainer glue is
+Two drivers fill an iteration's batch of complete groups: [`generate_iteration`] (the report's budget: one round of at
+most `token_budget` new tokens for every running trajectory, then new prompts, one round each, until enough groups
+are complete) and [`generate_until_ready`] (rounds over every running trajectory until enough groups are complete; a
+trajectory may advance several budgets in one iteration). The trainer glue is
 [`~trl_kimi.trainer.partial_rollout_mixin.PartialRolloutMixin`].
 
 Worked token accounting (the spec's table: budget 256, overall maximum 1024, answers of 100, 600 and 1100 tokens if
@@ -332,8 +334,6 @@ class PartialRolloutBuffer:
 
     def _extend(self, traj: Trajectory, ids: list[int], logprobs: list[float] | None) -> int:
         """Append one round's tokens to `traj` and update its status; returns the number of tokens thrown away."""
-        if traj.status != "running":
-            raise RuntimeError(f"Trajectory {traj.group_id}/{traj.sample_index} is {traj.status}, not running.")
         traj.num_continuations += 1
         discarded = 0
         # An end-of-sequence token ends the trajectory: anything after it is not part of the answer.
@@ -453,9 +453,6 @@ class PartialRolloutBuffer:
         self.tokens_discarded = state["tokens_discarded"]
         self.tokens_popped = state["tokens_popped"]
         self.trajectories = [Trajectory(**t) for t in state["trajectories"]]
-        for t in self.trajectories:
-            if t.status not in ROLLOUT_STATUSES:
-                raise ValueError(f"Unknown trajectory status {t.status!r} in the buffer state.")
 
 
 def generate_until_ready(
@@ -466,7 +463,8 @@ def generate_until_ready(
     max_rounds: int | None = None,
 ) -> list[RoundStats]:
     r"""
-    Generation rounds over every running trajectory until `num_groups` complete groups are ready.
+    Generation rounds over every running trajectory until `num_groups` complete groups are ready: a trajectory may
+    advance several budgets in one iteration (every round after the first is marked `over_budget`).
 
     Resumed trajectories and new prompts share each round (the buffer lists the oldest first). In a multi-process run
     `any_process_needs_more(need)` must return whether any process still needs a round (an all-reduce), so that all
@@ -477,9 +475,29 @@ def generate_until_ready(
     """
     # Each round brings every running trajectory `token_budget` tokens closer to max_length, so this many suffice.
     limit = max_rounds if max_rounds is not None else -(-buffer.max_length // buffer.token_budget) + 1
-    rounds: list[RoundStats] = []
+    collective = any_process_needs_more is not None
+
+    def next_round(missing: int, done: int) -> RoundStats:
+        stats = buffer.generate_round(generate, call_when_empty=collective)
+        stats.over_budget = done > 0  # the running trajectories' second round in this iteration, or later
+        return stats
+
+    return _rounds_until_ready(buffer, num_groups, next_round, limit, any_process_needs_more)
+
+
+def _rounds_until_ready(
+    buffer: PartialRolloutBuffer,
+    num_groups: int,
+    next_round: Callable[[int, int], RoundStats],
+    limit: int,
+    any_process_needs_more: Callable[[bool], bool] | None,
+    rounds: list[RoundStats] | None = None,
+) -> list[RoundStats]:
+    """`next_round(missing groups, rounds so far)` until `num_groups` groups are complete on every process."""
+    rounds = list(rounds or [])
     while True:
-        need = buffer.num_ready_groups() < num_groups
+        missing = num_groups - buffer.num_ready_groups()
+        need = missing > 0
         if any_process_needs_more is not None:
             need = any_process_needs_more(need)
         if not need:
@@ -490,7 +508,7 @@ def generate_until_ready(
                 f"({buffer.num_ready_groups()} ready, {len(buffer.running())} running): the generator is not "
                 "making progress."
             )
-        rounds.append(buffer.generate_round(generate, call_when_empty=any_process_needs_more is not None))
+        rounds.append(next_round(missing, len(rounds)))
 
 
 def generate_iteration(
@@ -543,35 +561,27 @@ def generate_iteration(
     """
     collective = any_process_needs_more is not None
     limit = max_rounds if max_rounds is not None else 4 * (-(-buffer.max_length // buffer.token_budget) + 1)
-    rounds = [buffer.generate_round(generate, call_when_empty=collective)]
+    first = buffer.generate_round(generate, call_when_empty=collective)
     started = [t for t in buffer.trajectories if t.num_continuations == 0 and t.segments[0][0] == buffer.iteration]
     new_groups = max(len(started) // buffer.num_generations, 1)
-    while True:
-        missing = num_groups - buffer.num_ready_groups()
-        need = missing > 0
-        if collective:
-            need = any_process_needs_more(need)
-        if not need:
-            return rounds
-        if len(rounds) >= limit:
-            raise RuntimeError(
-                f"{len(rounds)} generation rounds did not complete {num_groups} groups "
-                f"({buffer.num_ready_groups()} ready, {len(buffer.running())} running): the generator is not "
-                "making progress."
-            )
+
+    def next_round(missing: int, done: int) -> RoundStats:
+        nonlocal new_groups
         held = len(buffer) // buffer.num_generations
         room = 4 * missing if max_groups is None else min(4 * missing, max_groups - held)
-        if missing <= 0:
+        if missing <= 0:  # this process has enough; another does not (a collective call)
             batch, over_budget = [], False
         elif room > 0:
             running = {t.group_id for t in started if t.status == "running"}
             rate = (len({t.group_id for t in started}) - len(running)) / new_groups
             batch = add_groups(min(room, math.ceil(missing / max(rate, 0.25))))
-            started += batch
+            started.extend(batch)
             new_groups += len(batch) // buffer.num_generations
             over_budget = False
         else:
             batch, over_budget = buffer.running(), True
         stats = buffer.generate_round(generate, trajectories=batch, call_when_empty=collective)
         stats.over_budget = over_budget
-        rounds.append(stats)
+        return stats
+
+    return _rounds_until_ready(buffer, num_groups, next_round, limit, any_process_needs_more, rounds=[first])

@@ -161,8 +161,6 @@ class LengthPenaltyReward:
     ) -> list[float | None]:
         """Weighted, warmed-up length rewards of whole groups; `None` for every sample of a group with an unknown
         correctness."""
-        if len(lengths) != len(correct):
-            raise ValueError(f"Got {len(lengths)} lengths but {len(correct)} correctness values; they must match.")
         factor = self.weight * self.scale(step, max_steps)
         known = [
             all(c is not None for c in correct[i : i + num_generations])

@@ -12,8 +12,7 @@ from ..sampling import CURRICULUM_SCHEDULES, SAMPLING_STRATEGIES, _check_curricu
 # Optimizer steps per generated batch when the user sets none of `steps_per_generation`, `generation_batch_size` and
 # `num_iterations`: `steps_per_generation = DEFAULT_STEPS_PER_GENERATION_FACTOR × gradient_accumulation_steps`. The tau
 # term has zero gradient on a batch's first step (θ = θi), so with TRL's default (one step per batch) the method would
-# be REINFORCE with a mean baseline. 2 is the smallest number of steps per batch at which tau acts, and the setting
-# the side-by-side learning comparison with GRPOTrainer was measured with (2 optimizer steps per batch). Cost: each
+# be REINFORCE with a mean baseline. 2 is the smallest number of steps per batch at which tau acts. Cost: each
 # generated batch is twice as large and generated half as often, so the 2nd step trains on samples from a policy one
 # step older.
 DEFAULT_STEPS_PER_GENERATION_FACTOR = 2
@@ -494,6 +493,9 @@ class KimiConfig(GRPOConfig):
             _check_curriculum_steps(self.curriculum_schedule, self.curriculum_steps)
         # The sampler resumes exactly only from a checkpoint between two generated batches: TRL regenerates a
         # half-used batch on resume (with the new weights), which would feed its success back twice.
+        self._check_checkpoints_between_batches(f"sampling_strategy={self.sampling_strategy!r}")
+
+    def _check_checkpoints_between_batches(self, feature: str) -> None:
         batch_micro_steps = self.steps_per_generation * self.num_iterations
         if (
             self.save_strategy == "steps"
@@ -501,10 +503,9 @@ class KimiConfig(GRPOConfig):
             and (int(self.save_steps) * self.gradient_accumulation_steps) % batch_micro_steps
         ):
             raise ValueError(
-                f"With sampling_strategy={self.sampling_strategy!r}, checkpoints must fall between generated batches: "
-                f"save_steps ({self.save_steps}) x gradient_accumulation_steps ({self.gradient_accumulation_steps}) "
-                f"must be a multiple of steps_per_generation x num_iterations ({batch_micro_steps}). Pick save_steps "
-                "accordingly."
+                f"With {feature}, checkpoints must fall between generated batches: save_steps ({self.save_steps}) x "
+                f"gradient_accumulation_steps ({self.gradient_accumulation_steps}) must be a multiple of "
+                f"steps_per_generation x num_iterations ({batch_micro_steps}). Pick save_steps accordingly."
             )
 
     def _check_partial_rollouts(self) -> None:
@@ -517,17 +518,23 @@ class KimiConfig(GRPOConfig):
                     "--partial_rollout_budget (tokens per trajectory and iteration) or unset them."
                 )
             return
-        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-            raise ValueError(
-                f"partial_rollout_budget must be an integer >= 1 (new tokens per trajectory and iteration), got "
-                f"{budget!r}; pass e.g. --partial_rollout_budget 256, or leave it unset for full rollouts."
-            )
-        max_length = self.partial_rollout_max_length
-        if max_length is not None and (isinstance(max_length, bool) or max_length < 1):
-            raise ValueError(
-                f"partial_rollout_max_length must be >= 1 or unset (= max_completion_length), got {max_length!r}."
-            )
-        max_length = self.max_completion_length if max_length is None else max_length
+        # Integer settings: (name, smallest value, what unset means; None: must be set).
+        for name, low, unset in [
+            ("partial_rollout_budget", 1, None),
+            ("partial_rollout_max_length", 1, "max_completion_length"),
+            ("partial_rollout_extra_groups", 0, "one generated batch's worth"),
+            ("partial_rollout_max_continuations", 0, "only the maximum length bounds a trajectory"),
+            ("partial_rollout_repetition_ngram_size", 1, "no repeat detection"),
+            ("partial_rollout_repetition_max_repeats", 2, None),
+        ]:
+            value = getattr(self, name)
+            if (value is not None or unset is None) and (not isinstance(value, int) or value < low):
+                raise ValueError(
+                    f"{name} must be an integer >= {low}{f' or unset ({unset})' if unset else ''}, got {value!r}; "
+                    "see --help for its meaning (e.g. --partial_rollout_budget 256, new tokens per trajectory and "
+                    "iteration)."
+                )
+        max_length = self.partial_rollout_max_length or self.max_completion_length
         if budget > max_length:
             raise ValueError(
                 f"partial_rollout_budget ({budget}) is larger than the overall maximum length ({max_length}, "
@@ -539,31 +546,10 @@ class KimiConfig(GRPOConfig):
                 f"partial_rollout_schedule must be one of {PARTIAL_ROLLOUT_SCHEDULES}, got "
                 f"{self.partial_rollout_schedule!r}."
             )
-        extra = self.partial_rollout_extra_groups
-        if extra is not None and (isinstance(extra, bool) or extra < 0):
-            raise ValueError(
-                f"partial_rollout_extra_groups must be >= 0 or unset (one generated batch's worth), got {extra!r}."
-            )
         if self.save_only_model:
             raise ValueError(
                 "save_only_model=True writes no trainer state, so the partial-rollout buffer (kimi_rollout_buffer.pt) "
                 "would not be saved and its trajectories would be lost on resume. Set save_only_model=False."
-            )
-        continuations = self.partial_rollout_max_continuations
-        if continuations is not None and (isinstance(continuations, bool) or continuations < 0):
-            raise ValueError(
-                f"partial_rollout_max_continuations must be >= 0 or unset, got {continuations!r}; unset it to let "
-                "max_completion_length alone bound a trajectory."
-            )
-        ngram = self.partial_rollout_repetition_ngram_size
-        if ngram is not None and ngram < 1:
-            raise ValueError(
-                f"partial_rollout_repetition_ngram_size must be >= 1 or unset (no repeat detection), got {ngram}."
-            )
-        if self.partial_rollout_repetition_max_repeats < 2:
-            raise ValueError(
-                "partial_rollout_repetition_max_repeats must be >= 2 (an n-gram seen once is no repetition), got "
-                f"{self.partial_rollout_repetition_max_repeats}."
             )
         penalty = self.partial_rollout_repetition_penalty
         if not math.isfinite(penalty) or penalty > 0:
@@ -595,14 +581,4 @@ class KimiConfig(GRPOConfig):
                 f"{per_process} must be a multiple of num_generations ({self.num_generations})."
             )
         # TRL regenerates a half-used batch on resume: the buffer saved in the middle of one would be replayed twice.
-        batch_micro_steps = self.steps_per_generation * self.num_iterations
-        if (
-            self.save_strategy == "steps"
-            and self.save_steps >= 1
-            and (int(self.save_steps) * self.gradient_accumulation_steps) % batch_micro_steps
-        ):
-            raise ValueError(
-                f"With partial rollouts, checkpoints must fall between generated batches: save_steps "
-                f"({self.save_steps}) x gradient_accumulation_steps ({self.gradient_accumulation_steps}) must be a "
-                f"multiple of steps_per_generation x num_iterations ({batch_micro_steps}). Pick save_steps accordingly."
-            )
+        self._check_checkpoints_between_batches("partial rollouts")

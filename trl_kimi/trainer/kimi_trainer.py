@@ -68,7 +68,7 @@ class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
       and saves it with every checkpoint;
     - with `partial_rollout_budget` set (§2.6), [`~trl_kimi.trainer.partial_rollout_mixin.PartialRolloutMixin`]
       routes generation through a [`~trl_kimi.PartialRolloutBuffer`] (`self.rollout_buffer`): at most the budget of
-      new tokens per trajectory and round, complete groups only, earlier segments kept in the loss (or masked on
+      new tokens per trajectory and iteration (new prompts fill the batch), complete groups only, earlier segments kept in the loss (or masked on
       request), the buffer's verdict as a `rollout_status` column read by one
       [`~trl_kimi.rewards.RepetitionPenaltyReward`], the buffer saved in `kimi_rollout_buffer.pt` with every
       checkpoint.

@@ -5,7 +5,9 @@ Trainer glue for partial rollouts (§2.6 of [Kimi k1.5](https://huggingface.co/p
 TRL's generated batch is `_generate_and_score_completions(inputs)`: generate one completion per row of `inputs`, score
 them, compute the log-probabilities. With partial rollouts the rows of `inputs` enter the buffer as new groups; the
 buffer is driven by rounds of at most `partial_rollout_budget` new tokens (TRL's own `_generate_single_turn`, HF
-`generate` or vLLM, with its maximum length lowered to the round's budget) until enough groups are complete; then
+`generate` or vLLM, with its maximum length lowered to the round's budget) until enough groups are complete, as
+`partial_rollout_schedule` says (by default each trajectory gets one round per iteration and new prompts drawn from
+`train_dataset` fill the batch; [`~trl_kimi.partial_rollouts.generate_iteration`]); then
 TRL's `_generate_and_score_completions` runs unchanged on the rows of those complete groups, and its
 `_generate_single_turn` hands back their stored completions instead of generating. Batch shapes are TRL's.
 
@@ -64,8 +66,8 @@ class PartialRolloutMixin:
     reward, advantages and logs include it.
 
     Overrides, each wrapping `super()`:
-    - `_generate_and_score_completions`: new rows → buffer; rounds until `generation_batch_size / num_generations`
-      groups (per process share) are complete; TRL scores those groups (their rows plus `rollout_status`); the groups
+    - `_generate_and_score_completions`: new rows → buffer; rounds (per `partial_rollout_schedule`) until
+      `generation_batch_size / num_generations` groups (per process share) are complete; TRL scores those groups (their rows plus `rollout_status`); the groups
       leave the buffer only once scored;
     - `_generate_single_turn`: the stored completions of the complete groups (TRL's path otherwise);
     - `_generate`: with `partial_rollout_stale_tokens_in_loss=False`, the loss mask of the segments before each
