@@ -64,6 +64,15 @@ def term_tags(num_terms: int, tag_width: int = 1) -> list[str]:
     """
     The tag of each term: one letter (``a`` … ``j``, at most 10 terms) or, with `tag_width=2`, two letters (``aa``,
     ``ab``, … ``jj``, at most 100 terms), which makes long chains (and long answers) possible with the same alphabet.
+
+    Example:
+    ```python
+    >>> term_tags(3), term_tags(12, tag_width=2)[9:]
+    (['a', 'b', 'c'], ['aj', 'ba', 'bb'])
+    >>> prompt_text([3, 5], tag_width=2), long_solution([3, 5], tag_width=2)
+    ('aa3ab5=', 'aa3:3,ab5:8=8')
+
+    ```
     """
     if tag_width not in (1, 2):
         raise ValueError(f"tag_width must be 1 or 2, got {tag_width}.")
