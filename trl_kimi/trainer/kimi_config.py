@@ -67,10 +67,10 @@ class KimiConfig(GRPOConfig):
             give one step per batch (`steps_per_generation × num_iterations <= gradient_accumulation_steps`) make
             the update REINFORCE with a mean baseline, and the config warns. The report gives no value for τ; 0.1
             is this package's starting point, not a measured optimum. Choose τ by the logged `kimi/pull_ratio`
-            (``τ·|ρ|/|A|`` on the batch's later steps): well below 0.1 the pull does not bind; on short answers
-            (tens of tokens) the setting that learned best put it near 0.5 (τ = 1). With
-            `logprob_reduction="sum"` ρ, and with it the pull at a fixed τ, grows with the answer length, so longer
-            answers want a smaller τ; see `docs/mirror_descent.md` ("Choosing τ").
+            (``τ·|ρ|/|A|`` on the batch's later steps) and aim for about 0.3 to 1: well below 0.1 the pull does
+            not bind, above 1 it cancels the advantage. With `logprob_reduction="sum"` ρ, and with it the pull at a
+            fixed τ, grows with the number of answer tokens whose probability moves (long reasoning wants a smaller
+            τ) and with sparser rewards; see `docs/mirror_descent.md` ("Choosing τ").
         logprob_reduction (`str`, *optional*, defaults to `"sum"`):
             How per-token log-probabilities become the sequence log-probability ``log π(y|x)``. `"sum"`: the
             report's sequence log-probability. `"mean"`: divided by the completion length; for very long answers,
