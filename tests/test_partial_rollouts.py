@@ -488,6 +488,41 @@ def test_a_given_repetition_reward_and_partial_rollouts_penalise_once(tmp_path):
     assert batch["advantages"] == pytest.approx(expected.tolist(), abs=1e-6)
 
 
+def test_a_sample_every_task_reward_declined_stays_unscorable_with_the_repetition_column(tmp_path):
+    # The repetition column is a number (0 or the penalty), but it must not turn a sample the task reward declined
+    # (None) into a scored one: TRL leaves such a sample out of its group's mean and gives it advantage 0.
+    def odd_length_reward(completion_ids, **kwargs):
+        return [None if len(ids) % 2 else 1.0 for ids in completion_ids]
+
+    trainer = make_trainer(
+        tmp_path,
+        reward_funcs=odd_length_reward,
+        max_steps=2,
+        partial_rollout_budget=4,
+        partial_rollout_repetition_ngram_size=1,
+        partial_rollout_repetition_max_repeats=2,
+        partial_rollout_repetition_penalty=-1.0,
+    )
+    trainer.train()
+    declined_repeated = scored = 0
+    for batch in trainer.batches:
+        rewards = [
+            None if len(c) % 2 else 1.0 + (-1.0 if s == "repeated" else 0.0)
+            for c, s in zip(batch["completions"], batch["statuses"], strict=True)
+        ]
+        for start in range(0, len(rewards), 3):
+            group = rewards[start : start + 3]
+            known = [r for r in group if r is not None]
+            for j, r in enumerate(group):
+                expected = 0.0 if r is None else r - sum(known) / len(known)
+                assert batch["advantages"][start + j] == pytest.approx(expected, abs=1e-6)
+        declined_repeated += sum(
+            r is None and s == "repeated" for r, s in zip(rewards, batch["statuses"], strict=True)
+        )
+        scored += sum(r is not None for r in rewards)
+    assert declined_repeated and scored  # repeated samples the task reward declined: penalty column NaN, advantage 0
+
+
 def test_rows_carry_the_rollout_status_and_a_dataset_column_of_that_name_is_refused(tmp_path):
     seen = []
 

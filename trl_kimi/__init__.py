@@ -24,6 +24,7 @@ _LAZY_EXPORTS = {
     "Long2ShortConfig": ".long2short",
     "Long2ShortTrainer": ".long2short",
     "PartialRolloutBuffer": ".partial_rollouts",
+    "RepetitionPenaltyReward": ".rewards",
     "mean_baseline_advantages": ".losses",
     "mirror_descent_loss": ".losses",
 }
@@ -35,6 +36,7 @@ __all__ = [
     "Long2ShortConfig",
     "Long2ShortTrainer",
     "PartialRolloutBuffer",
+    "RepetitionPenaltyReward",
     "mean_baseline_advantages",
     "mirror_descent_loss",
 ]
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
     from .long2short import Long2ShortConfig, Long2ShortTrainer
     from .losses import mean_baseline_advantages, mirror_descent_loss
     from .partial_rollouts import PartialRolloutBuffer
-    from .rewards import LengthPenaltyReward
+    from .rewards import LengthPenaltyReward, RepetitionPenaltyReward
     from .trainer import KimiConfig, KimiMirrorDescentTrainer
 
 

@@ -225,7 +225,8 @@ class RepetitionPenaltyReward:
     `rollout_status` column is `"repeated"`: with partial rollouts the buffer cuts a repeated trajectory where its
     detector fired and hands the verdict to the reward functions as that column. Either way a completion is penalised
     once. TRL passes `completion_ids` and the dataset columns, so an instance can be given to `reward_funcs` as is;
-    it is picklable (no closure). [`repetition_penalty`] is the instance with the spec's defaults.
+    it is picklable (no closure). [`repetition_penalty`] is the instance with the spec's defaults. In
+    [`~trl_kimi.KimiMirrorDescentTrainer`] it never makes scorable a sample every other reward function declined.
 
     Args:
         ngram_size (`int`, *optional*, defaults to `32`):

@@ -15,7 +15,7 @@ from ..losses import (
     squared_residuals,
 )
 from ..model_card import CARD_METRICS, card_config_values, card_metrics, generate_kimi_model_card
-from ..rewards import LengthPenaltyReward
+from ..rewards import LengthPenaltyReward, RepetitionPenaltyReward
 from .kimi_config import KimiConfig
 from .partial_rollout_mixin import PartialRolloutMixin
 from .preflight import check_launch_config
@@ -52,11 +52,12 @@ class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
     - the advantages are TRL's own: [`KimiConfig`] fixes `scale_rewards="none"`, so TRL's `r − mean(r)` over each
       group of the gathered rewards is [`~trl_kimi.losses.mean_baseline_advantages`] (a prompt's samples may live on
       several processes; a sample every reward function declined is left out of the mean and gets advantage 0);
-    - `_calculate_rewards` is the one reward path: TRL runs the per-process reward functions and gathers them, then
-      the group steps run on whole groups, in this order: each [`~trl_kimi.LengthPenaltyReward`] column (TRL's
-      per-process loop saw a stand-in returning `None`; the column is computed from the gathered lengths and
-      correctness), then the sampler's feedback. TRL's logged `reward`, its completion table and its advantages all
-      see the filled columns. The caller's `reward_funcs` list is left as it was (TRL is given a copy);
+    - `_calculate_rewards` is the one reward path: TRL runs the per-process reward functions and gathers them; an
+      infinite reward raises; a repetition penalty column is set to NaN where every other reward function declined
+      the sample; then the group steps run on whole groups, in this order: each [`~trl_kimi.LengthPenaltyReward`]
+      column (TRL's per-process loop saw a stand-in returning `None`; the column is computed from the gathered
+      lengths and correctness), then the sampler's feedback. TRL's logged `reward`, its completion table and its
+      advantages all see the filled columns. The caller's `reward_funcs` list is left as it was (TRL is given a copy);
     - `_compute_loss` computes [`~trl_kimi.losses.mirror_descent_loss`]. The log-probabilities of πθi are TRL's
       `old_per_token_logps`, computed once per generated batch from the model as it is then (no second copy of the
       model); with a single optimizer step per batch they equal the detached current ones;
@@ -206,7 +207,10 @@ class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
         _refuse_infinite(
             rewards_per_func, self.reward_func_names, prompts, completions, self.accelerator.process_index
         )
-        # 2. The group steps, on whole groups of the gathered batch, in this order: the length penalty columns (from
+        # 2. A repetition penalty never makes scorable a sample that every other reward function declined (NaN): its
+        #    column stays NaN there, as TRL treats such a sample.
+        self._keep_declined_samples_unscorable(rewards_per_func)
+        # 3. The group steps, on whole groups of the gathered batch, in this order: the length penalty columns (from
         #    the correctness columns), then the sampler's feedback (from the success column). TRL forms the total
         #    reward, the advantages and its logs from what is returned.
         if self._length_penalties:
@@ -214,6 +218,13 @@ class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
         if self.sampler is not None and self.model.training:
             self._feed_back_success(inputs, rewards_per_func[:, self._success_column])
         return rewards_per_func
+
+    def _keep_declined_samples_unscorable(self, rewards_per_func: torch.Tensor) -> None:
+        shaping = [i for i, f in enumerate(self.reward_funcs) if isinstance(f, RepetitionPenaltyReward)]
+        others = [i for i in range(len(self.reward_funcs)) if i not in shaping and i not in self._length_penalties]
+        if shaping and others:
+            declined = torch.isnan(rewards_per_func[:, others]).all(dim=1)  # (N,)
+            rewards_per_func[declined.nonzero(), torch.tensor(shaping, device=rewards_per_func.device)] = torch.nan
 
     def _fill_length_penalties(self, rewards_per_func, inputs, completion_ids_list) -> None:
         """Evaluate each LengthPenaltyReward on whole groups of the gathered batch, in place."""

@@ -67,8 +67,8 @@ class PartialRolloutMixin:
 
     Overrides, each wrapping `super()`:
     - `_generate_and_score_completions`: new rows → buffer; rounds (per `partial_rollout_schedule`) until
-      `generation_batch_size / num_generations` groups (per process share) are complete; TRL scores those groups (their rows plus `rollout_status`); the groups
-      leave the buffer only once scored;
+      `generation_batch_size / num_generations` groups (per process share) are complete; TRL scores those groups
+      (their rows plus `rollout_status`); the groups leave the buffer only once scored;
     - `_generate_single_turn`: the stored completions of the complete groups (TRL's path otherwise);
     - `_generate`: with `partial_rollout_stale_tokens_in_loss=False`, the loss mask of the segments before each
       trajectory's newest (TRL's `tool_mask`, which the loss multiplies in);
