@@ -107,6 +107,7 @@ class StepLog(TrainerCallback):
 
     def __init__(self):
         self.steps, self.rewards, self.lengths, self.start, self.seconds = [], [], [], 0.0, 0.0
+        self.logs = []  # every logged row of the Kimi diagnostics (`kimi/...`), one per optimizer step
 
     def on_train_begin(self, *args, **kwargs):
         self.start = time.perf_counter()
@@ -119,6 +120,8 @@ class StepLog(TrainerCallback):
             self.steps.append(state.global_step)
             self.rewards.append(logs["reward"])
             self.lengths.append(logs["completions/mean_length"])
+        if logs and any(key.startswith("kimi/") for key in logs):
+            self.logs.append({key: value for key, value in logs.items() if key.startswith("kimi/")})
 
 
 def train_one(

@@ -419,3 +419,89 @@ def test_evaluate_before_train_with_every_shipped_reward(tokenizer, tmp_path):
         assert set(trainer.reward_func_names) <= {k.split("/")[1] for k in metrics if k.startswith("eval_rewards/")}
         assert metrics["eval_rewards/length_penalty/mean"] == 0.0  # step 0 is in the warm-up
         assert trainer.state.max_steps == 0  # evaluate() did not start a run
+
+
+# ---------------------------------------------------------------------------------------------------- issue 27
+def test_pull_ratio_and_log_ratio_spread_match_float64_recomputation(tokenizer, dataset, tmp_path):
+    # kimi/pull_ratio = mean over samples with A != 0 of tau*|rho|/|A|; kimi/log_ratio_std = std of rho. Both are 0 on
+    # a generated batch's first step (theta = theta_i) and recomputed here from the weights on the second.
+    tau = 0.7
+    args = tiny_config(tmp_path, max_steps=4, steps_per_generation=2, per_device_train_batch_size=3, tau=tau)
+    model = tiny_model(tokenizer)
+    trainer = RecordingTrainer(
+        model=model, reward_funcs=digit_fraction_reward, args=args, train_dataset=dataset, processing_class=tokenizer
+    )
+    trainer.train()
+    logs = [row for row in trainer.state.log_history if "loss" in row]
+    assert len(logs) == len(trainer.loss_calls) == 4
+    for step, (row, call) in enumerate(zip(logs, trainer.loss_calls, strict=True)):
+        if step % 2 == 0:
+            assert row["kimi/pull_ratio"] == 0.0 and row["kimi/log_ratio_std"] == 0.0
+            continue
+        batch = call["inputs"]
+        ids = (batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"], batch["completion_mask"])
+        rho = float64_sequence_logps(model, call["state"], *ids) - float64_sequence_logps(
+            model, trainer.loss_calls[step - 1]["state"], *ids
+        )
+        advantages = batch["advantages"].double()
+        nonzero = advantages != 0
+        assert nonzero.any()
+        expected = (tau * rho[nonzero].abs() / advantages[nonzero].abs()).mean().item()
+        assert expected > 1e-4  # not a vacuous comparison
+        assert row["kimi/pull_ratio"] == pytest.approx(expected, rel=1e-3, abs=1e-6)
+        assert row["kimi/log_ratio_std"] == pytest.approx(rho.std().item(), rel=1e-3, abs=1e-6)
+
+
+def test_length_normalization_loss_matches_float64_recomputation(tokenizer, dataset, tmp_path):
+    tau = 0.7
+    args = tiny_config(
+        tmp_path,
+        max_steps=2,
+        steps_per_generation=2,
+        per_device_train_batch_size=3,
+        tau=tau,
+        l2_normalization="length",
+    )
+    model = tiny_model(tokenizer)
+    trainer = RecordingTrainer(
+        model=model, reward_funcs=digit_fraction_reward, args=args, train_dataset=dataset, processing_class=tokenizer
+    )
+    trainer.train()
+    losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+    for step, call in enumerate(trainer.loss_calls):
+        batch = call["inputs"]
+        ids = (batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"], batch["completion_mask"])
+        logps = float64_sequence_logps(model, call["state"], *ids)
+        old_logps = float64_sequence_logps(model, trainer.loss_calls[0]["state"], *ids)
+        lengths = batch["completion_mask"].sum(dim=1).double()
+        advantages = batch["advantages"].double()
+        expected = -((advantages * logps - tau / 2 * (logps - old_logps) ** 2) / lengths).mean().item()
+        assert losses[step] == pytest.approx(expected, rel=1e-4, abs=1e-6), f"step {step}"
+    assert (trainer.loss_calls[0]["inputs"]["completion_mask"].sum(dim=1) > 1).any()  # the division is not by 1
+
+
+def test_log_mean_exp_baseline_replaces_trls_advantages(tokenizer, dataset, tmp_path):
+    tau = 0.05  # small: the exact baseline is far from the mean
+    args = tiny_config(
+        tmp_path, max_steps=1, per_device_train_batch_size=6, tau=tau, baseline="log_mean_exp", num_generations=3
+    )
+    trainer = RecordingTrainer(
+        model=tiny_model(tokenizer),
+        reward_funcs=digit_fraction_reward,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    out = trainer.generated[0]["output"]
+    ids = [row[mask.bool()].tolist() for row, mask in zip(out["completion_ids"], out["completion_mask"], strict=True)]
+    rewards = digit_fraction_reward(tokenizer.batch_decode(ids, skip_special_tokens=True))
+    expected = []
+    for g in range(0, len(rewards), 3):  # by hand: r - tau * log mean exp(r / tau) over each group of 3
+        group = rewards[g : g + 3]
+        top = max(group)
+        baseline = top + tau * math.log(sum(math.exp((r - top) / tau) for r in group) / 3)
+        expected += [r - baseline for r in group]
+    assert out["advantages"].tolist() == pytest.approx(expected, abs=1e-5)
+    mean_adv = mean_baseline_advantages(torch.tensor(rewards), 3)
+    assert (out["advantages"] - mean_adv).abs().max() > 1e-3  # differs from the mean baseline

@@ -20,13 +20,17 @@ import torch
 
 
 __all__ = [
+    "log_mean_exp_baseline_advantages",
     "mean_baseline_advantages",
     "mirror_descent_loss",
+    "pull_ratio",
     "sequence_logps",
     "squared_residuals",
 ]
 
 LOGPROB_REDUCTIONS = ("sum", "mean")
+L2_NORMALIZATIONS = ("sequence", "length")
+BASELINES = ("mean", "log_mean_exp")
 
 
 def mean_baseline_advantages(rewards: torch.Tensor, num_generations: int) -> torch.Tensor:
@@ -72,6 +76,52 @@ def mean_baseline_advantages(rewards: torch.Tensor, num_generations: int) -> tor
     baseline = torch.nanmean(grouped, dim=1, keepdim=True)  # (G, 1)
     advantages = (grouped - baseline).view(-1)  # (B,)
     return torch.nan_to_num(advantages, nan=0.0)
+
+
+def log_mean_exp_baseline_advantages(rewards: torch.Tensor, num_generations: int, tau: float) -> torch.Tensor:
+    r"""
+    Advantages with the exact baseline of the mirror-descent target: ``A_j = r_j − τ·log mean_k exp(r_k/τ)`` over
+    the group of j.
+
+    The report's optimum is ``π* = πθi·exp(r/τ)/Z``; ``τ·log Z`` estimated from the k samples of a prompt is
+    ``τ·log mean_k exp(r_k/τ)``, which lies between the group's mean reward (its limit as τ grows, see
+    [`mean_baseline_advantages`]) and its best reward (its limit as τ → 0). With it the implied target policy is
+    normalised over the group. The baseline sits above the mean (for 0/1 rewards and small τ, near 1), so more of the
+    advantages are negative than with the mean baseline.
+
+    The baseline is shift-equivariant (``τ·lme((r + c)/τ) = c + τ·lme(r/τ)``), so the result is the same when
+    `rewards` are already mean-centred advantages. NaN rewards are left out of their group's baseline and get 0.
+
+    Args:
+        rewards (`torch.Tensor` of shape `(B,)`):
+            Total reward of each sample, all processes gathered, groups of `num_generations` consecutive.
+        num_generations (`int`):
+            Samples per prompt, k.
+        tau (`float`):
+            τ > 0 of the loss.
+
+    Returns:
+        `torch.Tensor` of shape `(B,)`, same dtype as `rewards`.
+
+    Example:
+    ```python
+    >>> import torch
+    >>> log_mean_exp_baseline_advantages(torch.tensor([1.0, 0.0, 1.0, 0.0]), num_generations=4, tau=1.0)
+    tensor([ 0.3799, -0.6201,  0.3799, -0.6201])
+
+    ```
+    """
+    centred = mean_baseline_advantages(rewards, num_generations)  # validates the shapes; NaN → 0
+    if not tau > 0:
+        raise ValueError(f"tau must be > 0, got {tau}.")
+    grouped = centred.view(-1, num_generations) / tau  # (G, k)
+    valid = ~torch.isnan(rewards.view(-1, num_generations))  # (G, k)
+    masked = grouped.masked_fill(~valid, float("-inf"))
+    count = valid.sum(dim=1, keepdim=True).clamp(min=1)  # (G, 1)
+    baseline = tau * (torch.logsumexp(masked, dim=1, keepdim=True) - torch.log(count.to(grouped.dtype)))  # (G, 1)
+    baseline = torch.nan_to_num(baseline, nan=0.0, neginf=0.0)  # a group with no valid reward
+    advantages = (centred.view(-1, num_generations) - baseline) * valid  # (G, k)
+    return advantages.view(-1)
 
 
 def sequence_logps(per_token_logps: torch.Tensor, mask: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
@@ -127,12 +177,19 @@ def mirror_descent_loss(
     advantages: torch.Tensor,
     tau: float,
     sample_weights: torch.Tensor | None = None,
+    l2_normalization: str = "sequence",
+    lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""
     Kimi k1.5 mirror-descent loss ``L = −(1/B) Σ_j [ A_j · logp_j − (τ/2) · (logp_j − old_logp_j)² ]``.
 
     Its gradient with respect to ``logp_j`` is ``−(A_j − τ·ρ_j)/B`` with ``ρ_j = logp_j − old_logp_j``: exactly the
     report's update (eq. 3) averaged over the batch. `old_logps` and `advantages` are constants (detached here).
+
+    With `l2_normalization="length"` each sample's term is divided by its length ``T_j``:
+    ``L = −(1/B) Σ_j [ A_j · logp_j − (τ/2) · ρ_j² ] / T_j``, the gradient of the squared residual divided by the
+    answer length, ``(1/B) Σ_j (A_j − τ·ρ_j)² / (2τ·T_j)`` (the two differ by a constant). The balance of the policy
+    term and the pull is unchanged; long answers weigh less in the batch.
 
     Args:
         logps (`torch.Tensor` of shape `(B,)`):
@@ -147,6 +204,10 @@ def mirror_descent_loss(
         sample_weights (`torch.Tensor` of shape `(B,)`, *optional*):
             Constant per-sample weights, e.g. an importance ratio correcting for samples drawn by an inference engine
             (vLLM) whose probabilities differ slightly from πθi. `None` means all ones.
+        l2_normalization (`str`, *optional*, defaults to `"sequence"`):
+            `"sequence"`: the report's form. `"length"`: each sample's term divided by its length (`lengths`).
+        lengths (`torch.Tensor` of shape `(B,)`, *optional*):
+            Number of completion tokens of each sample; required by `l2_normalization="length"`.
 
     Returns:
         `torch.Tensor`: the scalar loss.
@@ -168,7 +229,37 @@ def mirror_descent_loss(
     if sample_weights is not None:
         _check_same_shape(logps=logps, sample_weights=sample_weights)
         per_sample = sample_weights.detach() * per_sample
+    if l2_normalization == "length":
+        if lengths is None:
+            raise ValueError('l2_normalization="length" needs the completion lengths: pass lengths=mask.sum(-1).')
+        _check_same_shape(logps=logps, lengths=lengths)
+        per_sample = per_sample / lengths.detach().to(per_sample.dtype).clamp(min=1.0)
+    elif l2_normalization != "sequence":
+        raise ValueError(f"l2_normalization must be one of {L2_NORMALIZATIONS}, got {l2_normalization!r}.")
     return -per_sample.mean()
+
+
+def pull_ratio(log_ratio: torch.Tensor, advantages: torch.Tensor, tau: float) -> torch.Tensor:
+    r"""
+    How hard the l2 pull binds: ``τ·|ρ_j| / |A_j|`` for each sample with ``A_j ≠ 0`` (others are dropped).
+
+    The gradient on ``logp_j`` is ``A_j − τ·ρ_j``: below ~0.1 the pull barely changes the update (it is REINFORCE
+    with a baseline), at 1 it cancels the advantage (the sample has reached the iteration's target). It is 0 on a
+    generated batch's first optimizer step (θ = θi). The normalisation of the l2 term does not change it. No
+    gradient.
+
+    Example:
+    ```python
+    >>> import torch
+    >>> pull_ratio(torch.tensor([0.5, 0.0, -0.5, -1.0]), torch.tensor([0.5, -0.5, 0.0, -0.5]), tau=0.1)
+    tensor([0.1000, 0.0000, 0.2000])
+
+    ```
+    """
+    _check_same_shape(log_ratio=log_ratio, advantages=advantages)
+    with torch.no_grad():
+        nonzero = advantages != 0
+        return tau * log_ratio[nonzero].abs() / advantages[nonzero].abs()
 
 
 def squared_residuals(

@@ -47,6 +47,7 @@ __all__ = [
     "make_sft_dataset",
     "make_tokenizer",
     "short_solution",
+    "term_tags",
 ]
 
 MIN_TERMS = 2
@@ -59,21 +60,46 @@ PAD_ID, EOS_ID = 0, 1
 
 
 # ---------------------------------------------------------------------------------------------------- text formats
-def prompt_text(terms: list[int]) -> str:
-    """Each digit behind its letter tag, then ``=``: ``[3, 5, 8, 2]`` → ``a3b5c8d2=``."""
-    return "".join(f"{tag}{t}" for tag, t in zip(TAGS, terms)) + "="
+def term_tags(num_terms: int, tag_width: int = 1) -> list[str]:
+    """
+    The tag of each term: one letter (``a`` … ``j``, at most 10 terms) or, with `tag_width=2`, two letters (``aa``,
+    ``ab``, … ``jj``, at most 100 terms), which makes long chains (and long answers) possible with the same alphabet.
+
+    Example:
+    ```python
+    >>> term_tags(3), term_tags(12, tag_width=2)[9:]
+    (['a', 'b', 'c'], ['aj', 'ba', 'bb'])
+    >>> prompt_text([3, 5], tag_width=2), long_solution([3, 5], tag_width=2)
+    ('aa3ab5=', 'aa3:3,ab5:8=8')
+
+    ```
+    """
+    if tag_width not in (1, 2):
+        raise ValueError(f"tag_width must be 1 or 2, got {tag_width}.")
+    if num_terms > len(TAGS) ** tag_width:
+        raise ValueError(f"{num_terms} terms need tag_width=2 (tag_width={tag_width} tags {len(TAGS) ** tag_width}).")
+    if tag_width == 1:
+        return list(TAGS[:num_terms])
+    return [TAGS[i // len(TAGS)] + TAGS[i % len(TAGS)] for i in range(num_terms)]
 
 
-def long_solution(terms: list[int], slip_at: int | None = None, rechecks: int = 0) -> str:
+def prompt_text(terms: list[int], tag_width: int = 1) -> str:
+    """Each digit behind its letter tag, then ``=``: ``[3, 5, 8, 2]`` → ``a3b5c8d2=`` (``aa3ab5ac8ad2=`` with
+    `tag_width=2`)."""
+    return "".join(f"{tag}{t}" for tag, t in zip(term_tags(len(terms), tag_width), terms)) + "="
+
+
+def long_solution(terms: list[int], slip_at: int | None = None, rechecks: int = 0, tag_width: int = 1) -> str:
     """
     Each term behind its tag, then the running sum, then the answer: ``a3:3,b5:8,c8:16,d2:18=18``.
 
     `slip_at=i` writes the running sum of step i one too high, and carries the error on to the answer, like a
     careless demonstrator would: ``a3:3,b5:9,c8:17,d2:19=19``. `rechecks=r` works the chain out r more times before
     answering, as an overthinking long-CoT model verifies work that was already right: ``a3:3,b5:8,a3:3,b5:8=8``.
+    `tag_width=2` writes two-letter tags (see [`term_tags`]).
     """
     steps, total = [], 0
-    for i, (tag, term) in enumerate(zip(TAGS, terms)):
+    for i, (tag, term) in enumerate(zip(term_tags(len(terms), tag_width), terms)):
         total += term + (1 if i == slip_at else 0)
         steps.append(f"{tag}{term}:{total}")
     return ",".join(steps * (1 + rechecks)) + f"={total}"
@@ -84,16 +110,28 @@ def short_solution(terms: list[int], slip: bool = False) -> str:
     return f"={sum(terms) + int(slip)}"
 
 
-def _problems(num: int, seed: int, max_terms: int, exclude: set[str] = frozenset()) -> list[list[int]]:
+def _problems(
+    num: int,
+    seed: int,
+    max_terms: int,
+    exclude: set[str] = frozenset(),
+    min_terms: int = MIN_TERMS,
+    tag_width: int = 1,
+) -> list[list[int]]:
     # The number of terms is drawn uniformly first, so short and long problems are equally frequent.
+    if not MIN_TERMS <= min_terms <= max_terms:
+        raise ValueError(
+            f"Need {MIN_TERMS} <= min_terms <= max_terms, got min_terms={min_terms}, max_terms={max_terms}."
+        )
+    term_tags(max_terms, tag_width)  # enough tags?
     rng, seen, out = random.Random(seed), set(exclude), []
-    num_distinct = sum(10**n for n in range(MIN_TERMS, max_terms + 1)) - len(seen)
+    num_distinct = sum(10**n for n in range(min_terms, max_terms + 1)) - len(seen)
     if num > num_distinct:
         raise ValueError(f"Only {num_distinct} distinct problems have at most {max_terms} terms; asked for {num}.")
     while len(out) < num:
-        terms = [rng.randint(0, 9) for _ in range(rng.randint(MIN_TERMS, max_terms))]
-        if prompt_text(terms) not in seen:
-            seen.add(prompt_text(terms))
+        terms = [rng.randint(0, 9) for _ in range(rng.randint(min_terms, max_terms))]
+        if prompt_text(terms, tag_width) not in seen:
+            seen.add(prompt_text(terms, tag_width))
             out.append(terms)
     return out
 
@@ -107,6 +145,8 @@ def make_sft_dataset(
     short_slip_rate: float = 0.0,
     recheck_rate: float = 0.0,
     max_rechecks: int = 2,
+    min_terms: int = MIN_TERMS,
+    tag_width: int = 1,
 ) -> Dataset:
     """
     Prompt/completion pairs in TRL's SFT format; a `long_fraction` of them show the chain of thought.
@@ -120,6 +160,10 @@ def make_sft_dataset(
     with probability `recheck_rate`, then again with the same probability, at most `max_rechecks` times. A re-check
     never changes a demonstrated answer: it is the redundancy long2short methods remove (a model may still lean on
     it, as a second computation before answering).
+
+    `min_terms`/`max_terms` bound the number of terms and `tag_width=2` allows up to 100 (two-letter tags): with
+    `long_fraction=1` they set the answer length, e.g. 2–4 terms ≈ 20 tokens, 10–12 ≈ 80, 33–35 ≈ 250 (the
+    workload of `benchmarks/tau_lengths.py`).
     """
     for name, value in [
         ("long_fraction", long_fraction),
@@ -133,25 +177,35 @@ def make_sft_dataset(
         raise ValueError(f"max_rechecks must be >= 0, got {max_rechecks}.")
     rng = random.Random(seed + 1)
     rows = {"prompt": [], "completion": []}
-    for terms in _problems(num, seed, max_terms):
+    for terms in _problems(num, seed, max_terms, min_terms=min_terms, tag_width=tag_width):
         if rng.random() < long_fraction:
             slip_at = rng.randrange(len(terms)) if rng.random() < long_slip_rate else None
             rechecks = 0  # (no random draw when recheck_rate is 0: a seed keeps giving the data it gave before)
             while recheck_rate and rechecks < max_rechecks and rng.random() < recheck_rate:
                 rechecks += 1
-            completion = long_solution(terms, slip_at=slip_at, rechecks=rechecks)
+            completion = long_solution(terms, slip_at=slip_at, rechecks=rechecks, tag_width=tag_width)
         else:
             completion = short_solution(terms, slip=rng.random() < short_slip_rate)
-        rows["prompt"].append(prompt_text(terms))
+        rows["prompt"].append(prompt_text(terms, tag_width))
         rows["completion"].append(completion)
     return Dataset.from_dict(rows)
 
 
-def make_rl_dataset(num: int, seed: int, max_terms: int = 7, exclude: Dataset | None = None) -> Dataset:
-    """Prompts with their `answer` column, disjoint from the prompts of `exclude` (e.g. the SFT or train split)."""
+def make_rl_dataset(
+    num: int,
+    seed: int,
+    max_terms: int = 7,
+    exclude: Dataset | None = None,
+    min_terms: int = MIN_TERMS,
+    tag_width: int = 1,
+) -> Dataset:
+    """Prompts with their `answer` column, disjoint from the prompts of `exclude` (e.g. the SFT or train split).
+    `min_terms` and `tag_width` as for [`make_sft_dataset`]."""
     excluded = set(exclude["prompt"]) if exclude is not None else set()
-    problems = _problems(num, seed, max_terms, exclude=excluded)
-    return Dataset.from_dict({"prompt": [prompt_text(t) for t in problems], "answer": [str(sum(t)) for t in problems]})
+    problems = _problems(num, seed, max_terms, exclude=excluded, min_terms=min_terms, tag_width=tag_width)
+    return Dataset.from_dict(
+        {"prompt": [prompt_text(t, tag_width) for t in problems], "answer": [str(sum(t)) for t in problems]}
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- reward
@@ -198,8 +252,10 @@ def make_model(
     num_layers: int = 4,
     num_heads: int = 4,
     seed: int = 0,
+    max_position_embeddings: int = 256,
 ) -> Qwen2ForCausalLM:
-    """A small Qwen2 (about 0.6M parameters by default) initialised from `seed`."""
+    """A small Qwen2 (about 0.6M parameters by default) initialised from `seed`; `max_position_embeddings` bounds
+    prompt + completion (raise it for long chains)."""
     config = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
@@ -207,7 +263,7 @@ def make_model(
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
         num_key_value_heads=num_heads,
-        max_position_embeddings=256,
+        max_position_embeddings=max_position_embeddings,
         tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,

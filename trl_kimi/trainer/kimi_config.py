@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from ..losses import LOGPROB_REDUCTIONS
+from ..losses import BASELINES, L2_NORMALIZATIONS, LOGPROB_REDUCTIONS
 from ..partial_rollouts import PARTIAL_ROLLOUT_SCHEDULES
 from ..sampling import CURRICULUM_SCHEDULES, SAMPLING_STRATEGIES, _check_curriculum_steps
 
@@ -65,15 +65,27 @@ class KimiConfig(GRPOConfig):
             `DEFAULT_STEPS_PER_GENERATION_FACTOR` (2) × `gradient_accumulation_steps`, i.e. two optimizer steps per
             generated batch. Its cost: a generation batch twice as large, generated half as often. Settings that
             give one step per batch (`steps_per_generation × num_iterations <= gradient_accumulation_steps`) make
-            the update REINFORCE with a mean baseline, and the config warns. Suggested value with
-            `logprob_reduction="sum"`: 0.1 for long chains of thought; with short answers (tens of tokens) 1.0
-            learned more in `benchmarks/learning.py` (held-out 0.536 against 0.504 over 5 seeds, level with
-            `GRPOTrainer`), because the summed log-ratio, and with it the pull, grows with the completion's length.
+            the update REINFORCE with a mean baseline, and the config warns. The report gives no value for τ; 0.1
+            is this package's starting point, not a measured optimum. Choose τ by the logged `kimi/pull_ratio`
+            (``τ·|ρ|/|A|`` on the batch's later steps) and aim for about 0.3 to 1: well below 0.1 the pull does
+            not bind, above 1 it cancels the advantage. With `logprob_reduction="sum"` ρ, and with it the pull at a
+            fixed τ, grows with the number of answer tokens whose probability moves (long reasoning wants a smaller
+            τ) and with sparser rewards; see `docs/mirror_descent.md` ("Choosing τ").
         logprob_reduction (`str`, *optional*, defaults to `"sum"`):
             How per-token log-probabilities become the sequence log-probability ``log π(y|x)``. `"sum"`: the
             report's sequence log-probability. `"mean"`: divided by the completion length; for very long answers,
             where ρ = log πθ − log πθi summed over thousands of tokens makes the τ term dominate. It changes the
             objective (shorter answers get relatively larger per-token gradients).
+        l2_normalization (`str`, *optional*, defaults to `"sequence"`):
+            Normalisation of each sample's term of the loss. `"sequence"`: the report's form,
+            ``A_j·logp_j − (τ/2)·ρ_j²``. `"length"`: the same divided by the completion's length ``T_j`` (the
+            squared residual ``(A_j − τ·ρ_j)²`` divided by the answer length, as an open re-implementation does);
+            the balance of reward and pull is unchanged, long answers weigh less in the batch.
+        baseline (`str`, *optional*, defaults to `"mean"`):
+            Estimate of ``τ·log Z`` subtracted from the rewards. `"mean"`: the report's group mean reward r̄ (TRL's
+            advantages with `scale_rewards="none"`). `"log_mean_exp"`: the exact ``τ·log mean_k exp(r_k/τ)`` of the
+            group, which normalises the target policy (it tends to r̄ as τ grows; for small τ it sits near the best
+            reward of the group, so most advantages are negative).
         reset_optimizer_each_iteration (`bool`, *optional*, defaults to `False`):
             Whether to clear the optimizer state (e.g. Adam moments) at each new generated batch. The report does so,
             because each iteration is a new optimisation problem; turn it on for the paper's recipe. Off by default
@@ -203,7 +215,8 @@ class KimiConfig(GRPOConfig):
             "help": "tau > 0: strength of the l2 pull (tau/2)*(log pi_theta - log pi_theta_i)^2 towards the policy at "
             "the start of the iteration. It only acts on the 2nd, 3rd, ... optimizer steps made on one generated "
             "batch (steps_per_generation > gradient_accumulation_steps, or num_iterations > 1); unless set, "
-            "steps_per_generation defaults to 2 x gradient_accumulation_steps for that reason."
+            "steps_per_generation defaults to 2 x gradient_accumulation_steps for that reason. The report gives no "
+            "value; pick it by the logged kimi/pull_ratio (docs/mirror_descent.md)."
         },
     )
     logprob_reduction: str = field(
@@ -212,6 +225,22 @@ class KimiConfig(GRPOConfig):
             "help": "How token log-probabilities form the sequence log-probability: 'sum' (the report's, default) or "
             "'mean' (divided by the completion length, for very long answers).",
             "choices": list(LOGPROB_REDUCTIONS),
+        },
+    )
+    l2_normalization: str = field(
+        default="sequence",
+        metadata={
+            "help": "Normalisation of each sample's loss term: 'sequence' (the report's, default) or 'length' "
+            "(divided by the completion length, i.e. the squared residual (A - tau*rho)^2 / length).",
+            "choices": list(L2_NORMALIZATIONS),
+        },
+    )
+    baseline: str = field(
+        default="mean",
+        metadata={
+            "help": "Estimate of tau*log Z subtracted from the rewards: 'mean' (the group's mean reward, the report's "
+            "choice, default) or 'log_mean_exp' (exact tau*log mean exp(r/tau) over the group).",
+            "choices": list(BASELINES),
         },
     )
     reset_optimizer_each_iteration: bool = field(
@@ -378,6 +407,16 @@ class KimiConfig(GRPOConfig):
             raise ValueError(
                 f"logprob_reduction must be one of {LOGPROB_REDUCTIONS}, got {self.logprob_reduction!r}; pass "
                 "--logprob_reduction sum (the report's sequence log-probability) or mean."
+            )
+        if self.l2_normalization not in L2_NORMALIZATIONS:
+            raise ValueError(
+                f"l2_normalization must be one of {L2_NORMALIZATIONS}, got {self.l2_normalization!r}; pass "
+                "--l2_normalization sequence (the report's form) or length (divided by the completion length)."
+            )
+        if self.baseline not in BASELINES:
+            raise ValueError(
+                f"baseline must be one of {BASELINES}, got {self.baseline!r}; pass --baseline mean (the report's "
+                "group mean reward) or log_mean_exp (the exact tau*log mean exp(r/tau))."
             )
 
         # GRPOConfig normalises scale_rewards=False to "none"; compare after that.

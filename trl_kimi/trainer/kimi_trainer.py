@@ -8,7 +8,13 @@ from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import get_config_model_id
 
-from ..losses import mirror_descent_loss, sequence_logps, squared_residuals
+from ..losses import (
+    log_mean_exp_baseline_advantages,
+    mirror_descent_loss,
+    pull_ratio,
+    sequence_logps,
+    squared_residuals,
+)
 from ..model_card import CARD_METRICS, card_config_values, card_metrics, generate_kimi_model_card
 from ..rewards import LengthPenaltyReward, RepetitionPenaltyReward
 from ..sampling import informative_groups, merge_generated_batches, refill_indices, select_groups
@@ -264,14 +270,27 @@ class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
             return None
         return self.set_initial_training_values(self.args, self.get_train_dataloader())[-1]
 
-    # ------------------------------------------------------------------ optimizer reset
+    # ------------------------------------------------------------------ optimizer reset, baseline
     def _generate_and_score_completions(self, inputs):
         # In training TRL calls this exactly when it starts a new generated batch (a new iteration).
         if self.model.training and self.args.reset_optimizer_each_iteration and self.optimizer is not None:
             self.optimizer.state.clear()  # Adam & co. re-create their state lazily at the next step
         if self.model.training and self.args.dynamic_sampling:
             return self._generate_informative_groups(inputs)
-        return super()._generate_and_score_completions(inputs)
+        return self._generate_and_score_with_baseline(inputs)
+
+    def _generate_and_score_with_baseline(self, inputs):
+        """TRL's generate-and-score, with the advantages of `KimiConfig.baseline`."""
+        output = super()._generate_and_score_completions(inputs)
+        if self.args.baseline == "log_mean_exp":
+            # TRL's advantages are r − r̄ for this process's slice (equal slices, in process order); the exact
+            # baseline needs whole groups, and is shift-equivariant, so it is applied to the gathered r − r̄.
+            num_generations = self.num_generations if self.model.training else self.num_generations_eval
+            local = output["advantages"]  # (N,)
+            gathered = log_mean_exp_baseline_advantages(self.accelerator.gather(local), num_generations, self.args.tau)
+            start = self.accelerator.process_index * local.size(0)
+            output["advantages"] = gathered[start : start + local.size(0)]
+        return output
 
     # ------------------------------------------------------------------ dynamic sampling
     _dynamic_attempt = 0  # which generation round of the current batch TRL is scoring (0 = the data loader's rows)
@@ -308,7 +327,7 @@ class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
                         len(self.train_dataset), quota, args.seed, batch_id, attempt, rank, probabilities
                     )
                     rows = [self.train_dataset[i] for i in problems for _ in range(num_generations)]
-                outputs.append(super()._generate_and_score_completions(rows))
+                outputs.append(self._generate_and_score_with_baseline(rows))
                 local = slice(rank * quota, (rank + 1) * quota)  # this process's groups among the gathered ones
                 flags = informative_groups(self._last_rewards_per_func, self.reward_weights, num_generations)
                 informative.append(flags[local].tolist())
@@ -364,7 +383,16 @@ class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
         if sample_weights is not None:
             sample_weights = sample_weights.view(-1)
         tau = self.args.tau
-        loss = mirror_descent_loss(logps, old_logps, advantages, tau, sample_weights=sample_weights)
+        lengths = mask.sum(dim=-1)  # (B,)
+        loss = mirror_descent_loss(
+            logps,
+            old_logps,
+            advantages,
+            tau,
+            sample_weights=sample_weights,
+            l2_normalization=self.args.l2_normalization,
+            lengths=lengths,
+        )
 
         if self.beta != 0.0:
             # TRL's k3 estimator of KL(πθ ‖ π_ref) per token, averaged over each completion, then over the batch.
@@ -398,7 +426,14 @@ class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
                     dim=1,
                 )
             ).mean(dim=0)  # (5,)
+            # How hard the pull binds (0 on a batch's first step): τ·|ρ|/|A| over samples with A ≠ 0, and ρ's spread.
+            all_log_ratio = self.accelerator.gather(log_ratio)  # (B_global,)
+            ratios = pull_ratio(all_log_ratio, self.accelerator.gather(advantages), tau)
+            pull = ratios.mean().item() if ratios.numel() else 0.0
+            log_ratio_std = all_log_ratio.std().item() if all_log_ratio.numel() > 1 else 0.0
         policy_term, l2_term, abs_log_ratio, residual, logp = gathered.tolist()
+        self._metrics[mode]["kimi/pull_ratio"].append(pull)
+        self._metrics[mode]["kimi/log_ratio_std"].append(log_ratio_std)
         self._metrics[mode]["kimi/policy_term"].append(policy_term)
         self._metrics[mode]["kimi/l2_term"].append(l2_term)
         self._metrics[mode]["kimi/abs_log_ratio_mean"].append(abs_log_ratio)
