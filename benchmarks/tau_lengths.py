@@ -74,7 +74,7 @@ class TauLengthArguments:
     )
     seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "RL seeds (data order, sampling)."})
     steps: int = field(default=60, metadata={"help": "Optimizer steps of each RL run."})
-    learning_rate: float = field(default=5e-5, metadata={"help": "RL learning rate (constant after 10% warm-up)."})
+    learning_rate: float = field(default=5e-5, metadata={"help": "RL learning rate (constant after 10%% warm-up)."})
     steps_per_generation: int = field(default=2, metadata={"help": "Optimizer steps per generated batch (all)."})
     prompts_per_batch: int = field(default=16, metadata={"help": "Prompts per generated batch."})
     num_generations: int = field(default=8, metadata={"help": "Samples per prompt, k."})

@@ -16,7 +16,7 @@ One process on CPU:
 ```bash
 python examples/kimi_arithmetic.py --model_name_or_path runs/demo/warm_start --output_dir runs/arithmetic \
     --use_cpu --bf16 False --max_steps 120 --learning_rate 5e-5 --per_device_train_batch_size 64 \
-    --steps_per_generation 2 --num_generations 8 --max_completion_length 64 --tau 0.1 --report_to none
+    --steps_per_generation 2 --num_generations 8 --max_completion_length 64 --tau 1 --report_to none
 ```
 
 Two CPU processes (gloo); a prompt's 8 samples may be dealt to both, the baseline is taken after the gather:

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.utils import SHARED_DATA  # noqa: E402
 from trl_kimi.verifiers import code_verifier
 from trl_kimi.verifiers.code_verifier import CodeVerifier, code_reward
 
 
-DATA = Path("/work/shared/data")
+DATA = SHARED_DATA
 needs_bwrap = pytest.mark.skipif(
     shutil.which("bwrap") is None, reason="bubblewrap (`apt-get install -y bubblewrap`) is needed to sandbox code"
 )

@@ -10,7 +10,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from tests.utils import eos_prone_model
+from tests.utils import SHARED_DATA, eos_prone_model
 from trl_kimi.cli import main as cli_main
 from trl_kimi.curation import (
     CurationConfig,
@@ -28,7 +28,7 @@ from trl_kimi.prompts import make_prompt_dataset
 from trl_kimi.tasks import arithmetic
 
 
-DATA = Path(os.environ.get("TRL_KIMI_DATA", "/work/shared/data"))
+DATA = SHARED_DATA
 needs_data = pytest.mark.skipif(not (DATA / "math500").is_dir(), reason="needs ../shared/data (public benchmarks)")
 
 

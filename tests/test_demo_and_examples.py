@@ -8,14 +8,14 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, HfArgumentParser, PreTrainedTokenizerFast
 
-from tests.utils import tiny_model
+from tests.utils import SHARED_DATA, tiny_model
 from trl_kimi import demo
 from trl_kimi.hub import load_dataset_any
 from trl_kimi.tasks import arithmetic
 
 
 REPO = Path(__file__).resolve().parents[1]
-GSM8K = REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
+GSM8K = SHARED_DATA / "gsm8k" / "train.jsonl"
 # Each run is shrunk to seconds: a 1-layer, 32-wide model, a handful of prompts, 1-3 steps.
 TINY_RUN = [
     "--use_cpu",

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.utils import SHARED_DATA  # noqa: E402
 from trl_kimi.verifiers import _math_worker
 from trl_kimi.verifiers.math_verifier import MathVerifier, extract_answer, math_reward, normalise_answer
 
 
-DATA = Path(os.environ.get("TRL_KIMI_DATA", "/work/shared/data"))
+DATA = SHARED_DATA
 
 
 @pytest.fixture(scope="module")

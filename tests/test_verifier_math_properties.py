@@ -3,19 +3,18 @@ could stumble on them (words in any case and any macro, variables, relations, li
 pathological shapes. Seeded; the only time check is a generous bound on a whole batch."""
 
 import json
-import os
 import random
 import string
 import time
-from pathlib import Path
 
 import pytest
 
+from tests.utils import SHARED_DATA  # noqa: E402
 from trl_kimi.verifiers._math_grammar import COMMA_RULE, UNIT_WORDS, refusal
 from trl_kimi.verifiers.math_verifier import MathVerifier, extract_answer, normalise_answer
 
 
-DATA = Path(os.environ.get("TRL_KIMI_DATA", "/work/shared/data"))
+DATA = SHARED_DATA
 needs_data = pytest.mark.skipif(not (DATA / "math500").is_dir(), reason=f"MATH-500/GSM8K not found under {DATA}")
 
 # Words that change a value or hedge it (each was, or is like, a hole of a deny-list), and random letter strings.

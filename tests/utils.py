@@ -1,6 +1,8 @@
 """Tiny, local, seeded building blocks shared by the tests (no Hub access)."""
 
+import os
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -55,3 +57,8 @@ def eos_prone_model(tokenizer, p_eos: float = 0.25):
     bias[tokenizer.eos_token_id] = torch.log(torch.tensor(p_eos / (1 - p_eos) * (model.config.vocab_size - 1)))
     model.lm_head.bias = torch.nn.Parameter(bias)
     return model
+
+
+# The public benchmark files (GSM8K, MATH-500, HumanEval, MBPP, AQuA) beside the checkout, as CI lays them out
+# (`../shared/data`); TRL_KIMI_DATA points elsewhere. Tests that need them skip when they are absent.
+SHARED_DATA = Path(os.environ.get("TRL_KIMI_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
