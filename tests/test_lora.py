@@ -11,8 +11,7 @@ import torch
 
 pytest.importorskip("peft")
 
-from tests.test_cli import TINY_TRAIN  # noqa: E402
-from tests.utils import tiny_model  # noqa: E402
+from tests.utils import TINY_TRAIN, tiny_model  # noqa: E402
 from trl_kimi.cli import main  # noqa: E402
 from trl_kimi.hub import load_causal_lm  # noqa: E402
 from trl_kimi.scripts import train  # noqa: E402

@@ -9,26 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.utils import tiny_model
+from tests.utils import TINY_TRAIN
 from trl_kimi.cli import main
-from trl_kimi.tasks import arithmetic
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_TRAIN = [  # 2 steps of 2 prompts x 3 samples, 8-token answers, on CPU, no logging backends
-    "--max_steps", "2", "--per_device_train_batch_size", "6", "--num_generations", "3",
-    "--max_completion_length", "8", "--use_cpu", "true", "--bf16", "false", "--report_to", "none",
-    "--save_strategy", "no", "--logging_steps", "1", "--disable_tqdm", "true", "--seed", "0",
-]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def base_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("base")
-    tokenizer = arithmetic.make_tokenizer()
-    tiny_model(tokenizer).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
 
 
 def write_jsonl(path, rows):

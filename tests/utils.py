@@ -62,3 +62,11 @@ def eos_prone_model(tokenizer, p_eos: float = 0.25):
 # The public benchmark files (GSM8K, MATH-500, HumanEval, MBPP, AQuA) beside the checkout, as CI lays them out
 # (`../shared/data`); TRL_KIMI_DATA points elsewhere. Tests that need them skip when they are absent.
 SHARED_DATA = Path(os.environ.get("TRL_KIMI_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+# `trl-kimi train` flags for 2 steps of 2 prompts x 3 samples, 8-token answers, on CPU, no logging backends.
+TINY_TRAIN = [
+    "--max_steps", "2", "--per_device_train_batch_size", "6", "--num_generations", "3",
+    "--max_completion_length", "8", "--use_cpu", "true", "--bf16", "false", "--report_to", "none",
+    "--save_strategy", "no", "--logging_steps", "1", "--disable_tqdm", "true", "--seed", "0",
+]  # fmt: skip
