@@ -29,7 +29,7 @@ def test_false_scale_rewards_is_accepted():
 
 @pytest.mark.parametrize("tau", [0, 0.0, -0.1])
 def test_tau_must_be_positive(tau):
-    with pytest.raises(ValueError, match=rf"tau must be > 0, got {tau}.*--tau 0.1"):
+    with pytest.raises(ValueError, match=rf"tau must be a finite number > 0, got {tau}.*--tau 0.1"):
         make(tau=tau)
 
 

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 
+from ._checks import check_number
 from .evaluation import sample_and_score
 from .prompts import BOXED_INSTRUCTION
 
@@ -272,8 +273,7 @@ def find_duplicates(texts: Sequence[str], near_threshold: float | None = 0.8) ->
 
     ```
     """
-    if near_threshold is not None and not 0.0 < near_threshold <= 1.0:
-        raise ValueError(f"near_threshold must be in (0, 1] or None, got {near_threshold}; e.g. 0.8.")
+    check_number("near_threshold", near_threshold, 0, 1, low_open=True, unset="exact duplicates only", fix="e.g. 0.8.")
     reasons: list[str | None] = [None] * len(texts)
     first: dict[str, int] = {}
     for i, text in enumerate(texts):
@@ -318,8 +318,7 @@ def eval_overlap(texts: Sequence[str], eval_texts: Sequence[str], ngram_size: in
 
     ```
     """
-    if ngram_size < 1:
-        raise ValueError(f"ngram_size must be >= 1, got {ngram_size}; e.g. 13.")
+    check_number("ngram_size", ngram_size, 1, fix="e.g. 13.")
     eval_words = [_words(t) for t in eval_texts]
     by_size: dict[int, set[tuple[str, ...]]] = {}
 
@@ -386,10 +385,8 @@ def estimate_pass_rates(
 
     ```
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}; the report uses 10.")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 (pass rates need sampling), got {temperature}; e.g. 1.0.")
+    # num_samples and max_new_tokens are checked by sample_and_score.
+    check_number("temperature", temperature, 0, low_open=True, fix="pass rates need sampling, e.g. 1.0.")
     if column in dataset.column_names:
         raise ValueError(f"The dataset already has a column {column!r}; pass another column= or remove it first.")
     result = _sample_and_score_quietly(
@@ -457,10 +454,7 @@ def find_guessable(
 
     ```
     """
-    if num_tries < 1:
-        raise ValueError(f"num_tries must be >= 1, got {num_tries}; the report uses 8.")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}; a small cap such as 32.")
+    check_number("num_tries", num_tries, 1, fix="the report uses 8.")  # max_new_tokens: checked by sample_and_score
     guesses = dataset.map(lambda row: {"prompt": answer_only_prompt(row["prompt"], instruction)})
     result = _sample_and_score_quietly(
         model, tokenizer, guesses, reward_func, num_tries, max_new_tokens=max_new_tokens, temperature=temperature,

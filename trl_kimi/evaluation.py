@@ -34,6 +34,7 @@ import numpy as np
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from ._checks import check_number
 from .generation import Prompt, sample_completions
 
 
@@ -53,12 +54,9 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
     ```
     """
-    if n < 1:
-        raise ValueError(f"n (samples per problem) must be >= 1, got {n}.")
-    if not 0 <= c <= n:
-        raise ValueError(f"c (correct samples) must be in [0, n={n}], got {c}.")
-    if not 1 <= k <= n:
-        raise ValueError(f"k must be in [1, n={n}] (pass@k needs at least k samples per problem), got {k}.")
+    check_number("n (samples per problem)", n, 1)
+    check_number("c (correct samples)", c, 0, n, fix=f"at most n={n}.")
+    check_number("k", k, 1, n, fix=f"pass@k needs at least k samples per problem, here n={n}.")
     if n - c < k:  # every draw of k samples contains a correct one
         return 1.0
     prob_all_wrong = 1.0
@@ -67,17 +65,29 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - prob_all_wrong
 
 
+def check_sample_sizes(num_samples: int, k: Sequence[int]) -> None:
+    """Raises a `ValueError` unless `num_samples >= 1` and every k of pass@k is in [1, `num_samples`]: the check of
+    [`sample_and_score`], which `trl-kimi eval` makes before it loads a model."""
+    check_number("num_samples (n)", num_samples, 1, fix="pass e.g. --num_samples 4.")
+    too_large = sorted(x for x in set(k) if not 1 <= x <= num_samples)
+    if too_large:
+        raise ValueError(
+            f"pass@k needs 1 <= k <= num_samples={num_samples}, got k={too_large}; raise --num_samples to at least "
+            f"{max(too_large)} or drop those k."
+        )
+
+
 def avg_at_n(correct: Sequence[Sequence[float]]) -> float:
     """
     pass@1 averaged over the n samples of each problem, then over problems: ``(1/P) Σ_p (1/n) Σ_j r_pj``.
 
     `correct[p][j]` is the reward (1.0 correct, 0.0 wrong) of sample j of problem p; problems may have different n.
     """
-    if not correct:
-        raise ValueError("avg@n of no problems: the dataset is empty.")
-    for p, samples in enumerate(correct):
-        if not samples:
-            raise ValueError(f"Problem {p} has no samples; pass num_samples >= 1.")
+    if not correct or not all(correct):
+        raise ValueError(
+            f"avg@n needs at least one problem and one sample per problem, got {len(correct)} problems with "
+            f"{sorted({len(samples) for samples in correct})} samples: the dataset is empty or num_samples < 1."
+        )
     return fmean(fmean(samples) for samples in correct)
 
 
@@ -277,21 +287,12 @@ def sample_and_score(
 
     ```
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples (n) must be >= 1, got {num_samples}; pass e.g. --num_samples 4.")
-    too_large = sorted(x for x in set(k) if not 1 <= x <= num_samples)
-    if too_large:
-        raise ValueError(
-            f"pass@k needs 1 <= k <= num_samples={num_samples}, got k={too_large}; raise --num_samples to at least "
-            f"{max(too_large)} or drop those k."
-        )
+    check_sample_sizes(num_samples, k)
     if "prompt" not in dataset.column_names:
         raise ValueError(
             f"The dataset needs a 'prompt' column (columns: {dataset.column_names}); convert a benchmark with "
             "trl_kimi.prompts.make_prompt_dataset."
         )
-    if len(dataset) == 0:
-        raise ValueError("The dataset is empty: no prompts to sample.")
 
     prompts = dataset["prompt"]
     groups = sample_completions(

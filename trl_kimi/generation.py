@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from ._checks import check_number
+
 
 Prompt = str | list[dict[str, Any]]  # standard text, or a conversation (TRL's conversational format)
 
@@ -92,12 +94,9 @@ def sample_completions(
     `batch_size` sequences, after `torch.manual_seed(seed)`: the same arguments give the same samples.
     `temperature=0` decodes greedily; the greedy answer is then generated once and repeated `num_samples` times.
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}.")
+    check_number("num_samples", num_samples, 1)
+    check_number("max_new_tokens", max_new_tokens, 1)
+    check_number("temperature", temperature, 0, fix="0 is greedy decoding.")
     texts = prompt_texts(processing_class, prompts)
     greedy = temperature == 0
     draws = 1 if greedy else num_samples

@@ -76,13 +76,13 @@ def check_model_name_or_path(
             ) from error
         return
     if path.exists():
-        if not path.is_dir() or not (path / "config.json").is_file():
+        config = path / "config.json"
+        if not path.is_dir() or not config.is_file() or not os.access(config, os.R_OK):
             raise ValueError(
-                f"{what} {name_or_path!r} is not a model folder (no config.json in it). Pass the folder written by "
-                "save_pretrained / trainer.save_model (e.g. runs/demo/model), or a Hub id."
+                f"{what} {name_or_path!r} is not a model folder (no config.json in it, or not readable: check its "
+                "permissions). Pass the folder written by save_pretrained / trainer.save_model (e.g. runs/demo/model), "
+                "or a Hub id."
             )
-        if not os.access(path / "config.json", os.R_OK):
-            raise ValueError(f"{what} folder {name_or_path!r} is not readable; check its permissions.")
         return
     try:
         AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)

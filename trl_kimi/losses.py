@@ -18,6 +18,8 @@ example of the spec on CPU.
 
 import torch
 
+from ._checks import check_choice, check_number
+
 
 __all__ = [
     "log_mean_exp_baseline_advantages",
@@ -61,16 +63,11 @@ def mean_baseline_advantages(rewards: torch.Tensor, num_generations: int) -> tor
 
     ```
     """
-    if rewards.dim() != 1:
+    if num_generations < 1 or rewards.dim() != 1 or rewards.numel() % num_generations != 0:
         raise ValueError(
-            f"rewards must have shape (B,), got {tuple(rewards.shape)}; pass one total reward per sample."
-        )
-    if num_generations < 1:
-        raise ValueError(f"num_generations must be >= 1, got {num_generations}.")
-    if rewards.numel() % num_generations != 0:
-        raise ValueError(
-            f"The batch of {rewards.numel()} rewards cannot be split into groups of num_generations={num_generations}; "
-            "pass the rewards of whole prompt groups (gather them from every process first)."
+            f"Rewards of shape {tuple(rewards.shape)} cannot be split into groups of num_generations={num_generations}"
+            "; pass one total reward per sample, shape (B,), for whole prompt groups (gather them from every process "
+            "first)."
         )
     grouped = rewards.view(-1, num_generations)  # (G, k)
     baseline = torch.nanmean(grouped, dim=1, keepdim=True)  # (G, 1)
@@ -112,8 +109,7 @@ def log_mean_exp_baseline_advantages(rewards: torch.Tensor, num_generations: int
     ```
     """
     centred = mean_baseline_advantages(rewards, num_generations)  # validates the shapes; NaN → 0
-    if not tau > 0:
-        raise ValueError(f"tau must be > 0, got {tau}.")
+    check_number("tau", tau, 0, low_open=True)
     grouped = centred.view(-1, num_generations) / tau  # (G, k)
     valid = ~torch.isnan(rewards.view(-1, num_generations))  # (G, k)
     masked = grouped.masked_fill(~valid, float("-inf"))
@@ -151,17 +147,14 @@ def sequence_logps(per_token_logps: torch.Tensor, mask: torch.Tensor, reduction:
 
     ```
     """
+    check_choice("reduction", reduction, LOGPROB_REDUCTIONS)
     if per_token_logps.shape != mask.shape:
         raise ValueError(
             f"per_token_logps {tuple(per_token_logps.shape)} and mask {tuple(mask.shape)} must have the same shape."
         )
     mask = mask.to(per_token_logps.dtype)
     summed = (per_token_logps * mask).sum(dim=-1)  # (B,)
-    if reduction == "sum":
-        return summed
-    if reduction == "mean":
-        return summed / mask.sum(dim=-1).clamp(min=1.0)
-    raise ValueError(f"reduction must be one of {LOGPROB_REDUCTIONS}, got {reduction!r}.")
+    return summed if reduction == "sum" else summed / mask.sum(dim=-1).clamp(min=1.0)
 
 
 def _check_same_shape(**tensors: torch.Tensor) -> None:
@@ -223,6 +216,7 @@ def mirror_descent_loss(
 
     ```
     """
+    check_choice("l2_normalization", l2_normalization, L2_NORMALIZATIONS)
     _check_same_shape(logps=logps, old_logps=old_logps, advantages=advantages)
     log_ratio = logps - old_logps.detach()  # (B,) ρ_j
     per_sample = advantages.detach() * logps - 0.5 * tau * log_ratio.pow(2)  # (B,)
@@ -234,8 +228,6 @@ def mirror_descent_loss(
             raise ValueError('l2_normalization="length" needs the completion lengths: pass lengths=mask.sum(-1).')
         _check_same_shape(logps=logps, lengths=lengths)
         per_sample = per_sample / lengths.detach().to(per_sample.dtype).clamp(min=1.0)
-    elif l2_normalization != "sequence":
-        raise ValueError(f"l2_normalization must be one of {L2_NORMALIZATIONS}, got {l2_normalization!r}.")
     return -per_sample.mean()
 
 

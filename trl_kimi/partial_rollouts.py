@@ -56,6 +56,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ._checks import check_number
 from .rewards import find_repetition
 
 
@@ -228,19 +229,18 @@ class PartialRolloutBuffer:
         repetition_max_repeats: int = 3,
         capacity: int | None = None,
     ):
-        if num_generations < 1:
-            raise ValueError(f"num_generations must be >= 1, got {num_generations}.")
-        if not 1 <= token_budget <= max_length:
-            raise ValueError(
-                f"token_budget must be in [1, max_length={max_length}], got {token_budget}; a budget is the number of "
-                "new tokens per trajectory and iteration."
-            )
-        if max_continuations is not None and max_continuations < 0:
-            raise ValueError(f"max_continuations must be >= 0 or None, got {max_continuations}.")
+        check_number("num_generations", num_generations, 1)
+        check_number(
+            "token_budget",
+            token_budget,
+            1,
+            max_length,
+            fix=f"a budget is the number of new tokens per trajectory and iteration, at most max_length={max_length}.",
+        )
+        check_number("max_continuations", max_continuations, 0, unset="no limit")
         if repetition_ngram_size is not None:
             find_repetition([], repetition_ngram_size, repetition_max_repeats)  # validates both values
-        if capacity is not None and capacity < num_generations:
-            raise ValueError(f"capacity must hold at least one group ({num_generations}), got {capacity}.")
+        check_number("capacity", capacity, num_generations, unset="unbounded", fix="it must hold at least one group.")
         self.num_generations = num_generations
         self.token_budget = token_budget
         self.max_length = max_length
@@ -314,14 +314,21 @@ class PartialRolloutBuffer:
         # Nobody needs more than its remaining length: the round is as short as the longest remaining allows.
         max_new = min(self.token_budget, max((self.max_length - len(t.completion_ids) for t in batch), default=1))
         new_ids, new_logprobs = generate([t.prompt_ids + t.completion_ids for t in batch], max_new)
-        if len(new_ids) != len(batch) or (new_logprobs is not None and len(new_logprobs) != len(batch)):
-            raise RuntimeError(f"The generator returned {len(new_ids)} completions for {len(batch)} inputs.")
+        longest = max(map(len, new_ids), default=0)
+        if (
+            len(new_ids) != len(batch)
+            or (new_logprobs is not None and len(new_logprobs) != len(batch))
+            or (longest > max_new)
+        ):
+            raise RuntimeError(
+                f"The generator returned {len(new_ids)} completions for {len(batch)} inputs, the longest {longest} "
+                f"tokens: it must return one completion (and its logprobs, if any) of at most max_new_tokens={max_new} "
+                "tokens per input."
+            )
         decoded = []
         for j, (traj, ids) in enumerate(zip(batch, new_ids, strict=True)):
             ids = list(ids)
             lps = None if new_logprobs is None else list(new_logprobs[j])
-            if len(ids) > max_new:
-                raise RuntimeError(f"The generator returned {len(ids)} tokens, above max_new_tokens={max_new}.")
             stats.num_resumed += traj.num_continuations >= 0 and traj.segments[-1][0] < self.iteration
             stats.tokens_generated += len(ids)
             decoded.append(len(ids))

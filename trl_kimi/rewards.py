@@ -42,14 +42,11 @@ def length_penalty(lengths: Sequence[int], correct: Sequence[bool], num_generati
 
     ```
     """
-    if num_generations < 1:
-        raise ValueError(f"num_generations must be >= 1, got {num_generations}.")
-    if len(lengths) != len(correct):
-        raise ValueError(f"Got {len(lengths)} lengths but {len(correct)} correctness values; they must match.")
-    if len(lengths) % num_generations != 0:
+    if num_generations < 1 or len(lengths) != len(correct) or len(lengths) % num_generations != 0:
         raise ValueError(
-            f"{len(lengths)} samples do not form whole groups of num_generations={num_generations}: the penalty is a "
-            "group quantity and needs every sample of each group."
+            f"Got {len(lengths)} lengths and {len(correct)} correctness values (they must match) for groups of "
+            f"num_generations={num_generations}: the penalty is a group quantity and needs whole groups, every "
+            "sample of each."
         )
     rewards = []
     for start in range(0, len(lengths), num_generations):
@@ -121,13 +118,11 @@ class LengthPenaltyReward:
                 f"correctness_column (a dataset column); got correctness_reward={correctness_reward!r}, "
                 f"correctness_column={correctness_column!r}."
             )
-        if isinstance(warmup_steps, float) and not 0.0 <= warmup_steps < 1.0:
+        if (isinstance(warmup_steps, float) and warmup_steps >= 1.0) or warmup_steps < 0 or ramp_steps < 0:
             raise ValueError(
-                f"warmup_steps={warmup_steps}: a float is a fraction of max_steps and must be in [0, 1); pass an int "
-                "for a number of steps."
+                f"warmup_steps must be an int >= 0 (steps) or a float in [0, 1) (a fraction of max_steps), and "
+                f"ramp_steps an int >= 0; got warmup_steps={warmup_steps!r}, ramp_steps={ramp_steps!r}."
             )
-        if warmup_steps < 0 or ramp_steps < 0:
-            raise ValueError(f"warmup_steps and ramp_steps must be >= 0, got {warmup_steps} and {ramp_steps}.")
         self.correctness_reward = correctness_reward
         self.correctness_column = correctness_column
         self.threshold = threshold

@@ -47,6 +47,8 @@ import torch
 from datasets import Dataset
 from torch.utils.data import Sampler
 
+from ._checks import check_choice, check_number
+
 
 __all__ = [
     "SAMPLING_STRATEGIES",
@@ -347,13 +349,12 @@ class KimiSampler(Sampler[int]):
 
         Batches are fed back in order, once each. It takes effect from the next batch drawn.
         """
-        if batch_id != self.num_updates:
+        if batch_id != self.num_updates or batch_id not in self._batches:
             raise RuntimeError(
-                f"Success of generated batch {batch_id} fed back, but batch {self.num_updates} is the next one: "
-                "batches are fed back once each, in the order they were drawn."
+                f"Success of generated batch {batch_id} fed back, but batch {self.num_updates} is the next one and "
+                f"{self.num_drawn} were drawn: batches are fed back once each, after being drawn, in the order they "
+                "were drawn."
             )
-        if batch_id not in self._batches:
-            raise RuntimeError(f"Generated batch {batch_id} was never drawn; cannot feed back its success.")
         self.tracker.update(self._batches[batch_id], successes)
         self.num_updates += 1
         # Batch g - 1 may still be partly in use (repeated steps); anything older has been fully consumed.
@@ -410,8 +411,7 @@ class PrioritizedSampler(KimiSampler):
     """
 
     def __init__(self, *args: Any, epsilon: float = 0.05, **kwargs: Any):
-        if not 0.0 <= epsilon <= 1.0:
-            raise ValueError(f"epsilon must be in [0, 1], got {epsilon}; pass e.g. --prioritized_epsilon 0.05.")
+        check_number("epsilon", epsilon, 0, 1, fix="pass e.g. --prioritized_epsilon 0.05.")
         super().__init__(*args, **kwargs)
         self.epsilon = epsilon
 
@@ -462,8 +462,7 @@ class CurriculumSampler(KimiSampler):
         boundaries: Sequence[int] = (),
         **kwargs: Any,
     ):
-        if schedule not in CURRICULUM_SCHEDULES:
-            raise ValueError(f"schedule must be one of {CURRICULUM_SCHEDULES}, got {schedule!r}.")
+        check_choice("schedule", schedule, CURRICULUM_SCHEDULES)
         _check_curriculum_steps(schedule, boundaries)
         super().__init__(len(difficulties), **kwargs)
         self.schedule, self.boundaries = schedule, list(boundaries)
@@ -499,17 +498,16 @@ def _check_curriculum_steps(schedule: str, boundaries: Sequence[int] | None) -> 
                 f"the mix goes from easy to hard; got {boundaries!r}. Pass e.g. --curriculum_steps 100."
             )
         return
-    if not boundaries:
+    if (
+        not boundaries
+        or any(isinstance(b, bool) or not isinstance(b, int) for b in boundaries)
+        or boundaries[0] < 1
+        or any(b >= c for b, c in zip(boundaries, boundaries[1:]))
+    ):
         raise ValueError(
-            f"The staged curriculum needs curriculum_steps: the optimizer steps at which the next, harder stage "
-            f"starts; got {boundaries!r}. Pass e.g. --curriculum_steps 100 200 for three stages."
-        )
-    if any(isinstance(b, bool) or not isinstance(b, int) for b in boundaries) or boundaries[0] < 1:
-        raise ValueError(f"curriculum_steps must be integers >= 1 (optimizer steps), got {list(boundaries)}.")
-    if any(b >= c for b, c in zip(boundaries, boundaries[1:])):
-        raise ValueError(
-            f"curriculum_steps must be strictly increasing, got {list(boundaries)}: an equal or decreasing boundary "
-            "makes a stage empty. Sort them and drop duplicates."
+            "The staged curriculum needs curriculum_steps: the optimizer steps (integers >= 1) at which the next, "
+            f"harder stage starts, strictly increasing, got {list(boundaries) if boundaries else boundaries!r}; an equal or "
+            "decreasing boundary would make a stage empty. Pass e.g. --curriculum_steps 100 200 for three stages."
         )
 
 

@@ -4,6 +4,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._checks import check_number
+
 
 METHODS = ("merge", "rejection_sft", "dpo", "rl")
 
@@ -208,12 +210,9 @@ class Long2ShortConfig:
                 f"Each method may appear once in the chain (each stage writes output_dir/<method>), got {repeated} "
                 "more than once."
             )
-        if self.num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}.")
-        if not 0.0 <= self.merge_alpha <= 1.0:
-            raise ValueError(f"merge_alpha must be in [0, 1], got {self.merge_alpha}.")
-        if self.dpo_length_ratio <= 1.0:
-            raise ValueError(f"dpo_length_ratio must be > 1, got {self.dpo_length_ratio}; the report uses 1.5.")
+        check_number("num_samples", self.num_samples, 1, fix="e.g. --num_samples 8.")
+        check_number("merge_alpha", self.merge_alpha, 0, 1, fix="the weight of the long model, e.g. 0.5.")
+        check_number("dpo_length_ratio", self.dpo_length_ratio, 1, low_open=True, fix="the report uses 1.5.")
         if self.eval_max_new_tokens is None:
             self.eval_max_new_tokens = self.max_new_tokens
         for name in ("sft_overrides", "dpo_overrides", "rl_overrides"):

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from transformers.utils import logging
 
+from .._checks import check_number
+
 
 logger = logging.get_logger(__name__)
 
@@ -68,17 +70,15 @@ def merge_models(long_model: nn.Module, short_model: nn.Module, alpha: float = 0
 
     ```
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1] (the weight of the long model), got {alpha}.")
-    if type(long_model) is not type(short_model):
-        raise ValueError(
-            f"Cannot merge a {type(long_model).__name__} with a {type(short_model).__name__}: merging averages "
-            "weights, so both models must have the same architecture (e.g. two fine-tunes of one base model)."
-        )
+    check_number("alpha", alpha, 0, 1, fix="it is the weight of the long model.")
     long_type = getattr(getattr(long_model, "config", None), "model_type", None)
     short_type = getattr(getattr(short_model, "config", None), "model_type", None)
-    if long_type != short_type:
-        raise ValueError(f"Cannot merge model_type {long_type!r} with {short_type!r}: the architectures differ.")
+    if type(long_model) is not type(short_model) or long_type != short_type:
+        raise ValueError(
+            f"Cannot merge a {type(long_model).__name__} (model_type {long_type!r}) with a "
+            f"{type(short_model).__name__} (model_type {short_type!r}): merging averages weights, so both models must "
+            "have the same architecture (e.g. two fine-tunes of one base model)."
+        )
     long_state, short_state = long_model.state_dict(), short_model.state_dict()
     if long_state.keys() != short_state.keys():
         only_long = sorted(long_state.keys() - short_state.keys())[:5]

@@ -25,6 +25,7 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging
 
+from .._checks import check_number
 from ..evaluation import ScoredSample, as_completion, sample_and_score
 
 
@@ -66,13 +67,14 @@ def dpo_pairs_for_prompt(
 
     ```
     """
-    if ratio <= 1.0:
-        raise ValueError(
-            f"ratio must be > 1 (a correct answer at least ratio times as long as the shortest is rejected), got "
-            f"{ratio}; the report uses 1.5."
-        )
-    if max_pairs is not None and max_pairs < 1:
-        raise ValueError(f"max_pairs must be >= 1 or None (all pairs), got {max_pairs}.")
+    check_number(
+        "ratio",
+        ratio,
+        1,
+        low_open=True,
+        fix="a correct answer at least ratio times as long as the shortest is rejected; the report uses 1.5.",
+    )
+    check_number("max_pairs", max_pairs, 1, unset="all pairs")
     chosen = select_shortest_correct(group)
     if chosen is None:
         return []

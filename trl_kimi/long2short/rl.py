@@ -5,6 +5,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .._checks import check_number
 from ..evaluation import score_finished
 from ..rewards import LengthPenaltyReward
 from ..trainer import KimiConfig
@@ -44,8 +45,7 @@ def long2short_rl_config(
 
     ```
     """
-    if max_completion_length < 1:
-        raise ValueError(f"max_completion_length must be >= 1, got {max_completion_length}.")
+    check_number("max_completion_length", max_completion_length, 1, fix="the long2short RL token cap, e.g. 512.")
     if isinstance(base, KimiConfig):
         # Copy and set rather than re-running __post_init__, which would refuse the derived batch sizes it filled in.
         config = copy.deepcopy(base)

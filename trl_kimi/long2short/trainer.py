@@ -100,13 +100,15 @@ class Long2ShortTrainer:
     ):
         if not isinstance(args, Long2ShortConfig):
             raise TypeError(f"args must be a Long2ShortConfig, got {type(args).__name__}.")
-        if train_dataset is None or len(train_dataset) == 0:
-            raise ValueError("train_dataset is empty: long2short needs prompts to sample and train on.")
         for name, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
-            if dataset is not None and "prompt" not in dataset.column_names:
-                raise ValueError(f"{name} needs a 'prompt' column; it has {dataset.column_names}.")
-        if eval_dataset is not None and len(eval_dataset) == 0:
-            raise ValueError("eval_dataset is empty; pass None to skip the evaluation.")
+            if dataset is None and name == "eval_dataset":
+                continue
+            if dataset is None or len(dataset) == 0 or "prompt" not in dataset.column_names:
+                raise ValueError(
+                    f"{name} is empty or has no 'prompt' column ({None if dataset is None else len(dataset)} rows, "
+                    f"columns {None if dataset is None else dataset.column_names}): long2short needs a 'prompt' "
+                    "column of prompts to sample and train on (pass eval_dataset=None to skip the evaluation)."
+                )
         if "merge" in args.methods and short_model is None:
             raise ValueError(
                 "methods contains 'merge' but no short_model was given; pass short_model= (a short-CoT model of the "

@@ -81,21 +81,19 @@ def check_sandbox(verifier: str) -> None:
         )
 
 
+# Where each verifier lives, imported on use (the code verifier's module probes for its sandbox).
+_VERIFIER_FUNCTIONS = {
+    "math": ("trl_kimi.verifiers", "math_reward"),
+    "code": ("trl_kimi.verifiers", "code_reward"),
+    "chain-sum": ("trl_kimi.tasks.arithmetic", "addition_reward"),
+}
+
+
 def reward_function(name: str) -> Callable:
-    """The TRL reward function of a resolved reward name."""
-    if name == "math":
-        from ..verifiers import math_reward
-
-        return math_reward
-    if name == "code":
-        from ..verifiers import code_reward
-
-        return code_reward
-    if name == "chain-sum":
-        from ..tasks.arithmetic import addition_reward
-
-        return addition_reward
-    raise ValueError(f"Unknown reward {name!r}; use one of {', '.join(REWARDS[1:])}.")
+    """The TRL reward function of a reward name resolved by `resolve_reward` or `split_rewards` (which refuse unknown
+    names)."""
+    module, attribute = _VERIFIER_FUNCTIONS[name]
+    return getattr(importlib.import_module(module), attribute)
 
 
 def check_reward_columns(reward: str, column_names: list[str]) -> None:
@@ -132,9 +130,7 @@ def prepare_dataset(
     `auto` picks `prompt` if there is a `prompt` column, else the benchmark whose columns are present.
     `prompt_column`/`answer_column` name the columns of any other benchmark.
     """
-    if dataset_format not in DATASET_FORMATS:
-        raise ValueError(f"Unknown --dataset_format {dataset_format!r}; use one of {', '.join(DATASET_FORMATS)}.")
-    columns = dataset.column_names
+    columns = dataset.column_names  # an unknown `dataset_format` is refused by `make_prompt_dataset`
     benchmark: str | BenchmarkFormat
     if prompt_column or answer_column:
         benchmark = BenchmarkFormat(prompt_column or "problem", answer_column or "answer")
@@ -162,14 +158,27 @@ def prepare_dataset(
     return make_prompt_dataset(dataset, benchmark, conversational=conversational, system_prompt=system_prompt)
 
 
-def load_rows(name: str | None, config: str | None, split: str, num_rows: int | None, seed: int) -> Dataset:
-    """The rows of `--dataset_name`: the builtin toy task by its name (`num_rows` problems drawn with `seed`), else
-    [`~trl_kimi.hub.load_dataset_any`]. No dataset is an error: training never falls back to the toy task."""
+def check_dataset_name(name: str | None) -> None:
+    """No dataset is an error: training never falls back to the toy task."""
     if not name:
         raise ValueError(
             "No dataset given: pass --dataset_name <Hub id, local .jsonl/.json/.csv/.parquet file or folder>, or "
             f"--dataset_name {BUILTIN_DATASET} for the builtin toy task (chain sums, generated offline)."
         )
+
+
+def require_vllm() -> None:
+    """`--use_vllm` of `eval` and `curate`: vLLM must be installed."""
+    from trl.import_utils import is_vllm_available
+
+    if not is_vllm_available():
+        raise ImportError("--use_vllm needs vLLM: pip install 'trl-kimi[vllm]' (on a machine with a GPU).")
+
+
+def load_rows(name: str | None, config: str | None, split: str, num_rows: int | None, seed: int) -> Dataset:
+    """The rows of `--dataset_name`: the builtin toy task by its name (`num_rows` problems drawn with `seed`), else
+    [`~trl_kimi.hub.load_dataset_any`]; see `check_dataset_name`."""
+    check_dataset_name(name)
     if name == BUILTIN_DATASET:
         from ..tasks import arithmetic
 

@@ -39,6 +39,7 @@ from ._common import (
     load_rows,
     load_task,
     prepare_dataset,
+    require_vllm,
     reward_function,
 )
 
@@ -184,10 +185,7 @@ def run_curate(args: CurateArguments, config: CurationConfig) -> dict:
     if processing_class is not None:
         reward_func = import_reward(args.reward) if custom else reward_function(reward)
         if args.use_vllm:
-            from trl.import_utils import is_vllm_available
-
-            if not is_vllm_available():
-                raise ImportError("--use_vllm needs vLLM: pip install 'trl-kimi[vllm]' (on a machine with a GPU).")
+            require_vllm()
             from vllm import LLM
 
             llm = LLM(model=args.model_name_or_path, revision=args.model_revision, seed=config.seed)

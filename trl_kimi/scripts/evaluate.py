@@ -34,6 +34,7 @@ from ._common import (
     check_sandbox,
     import_reward,
     load_task,
+    require_vllm,
     reward_function,
     user_code_errors,
 )
@@ -154,15 +155,10 @@ class EvalArguments:
     hub_model_id: str | None = field(default=None, metadata={"help": "Hub repository whose card gets the results."})
 
     def __post_init__(self):
+        from ..evaluation import check_sample_sizes
+
         # Checked before any model is loaded: a bad n should not cost a model load.
-        if self.num_samples < 1:
-            raise ValueError(f"num_samples (n) must be >= 1, got {self.num_samples}; pass e.g. --num_samples 4.")
-        bad = [x for x in self.k if not 1 <= x <= self.num_samples]
-        if bad:
-            raise ValueError(
-                f"pass@k needs 1 <= k <= num_samples={self.num_samples}, got k={bad}; raise --num_samples or drop "
-                "those k."
-            )
+        check_sample_sizes(self.num_samples, self.k)
 
 
 def make_parser(prog: str = "trl-kimi eval") -> TrlParser:
@@ -194,10 +190,7 @@ def run_eval(args: EvalArguments) -> dict:
 
     model, llm = None, None
     if args.use_vllm:
-        from trl.import_utils import is_vllm_available
-
-        if not is_vllm_available():
-            raise ImportError("--use_vllm needs vLLM: pip install 'trl-kimi[vllm]' (on a machine with a GPU).")
+        require_vllm()
         from vllm import LLM
 
         model_path = args.model_name_or_path

@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
 
 from ..distributed import end_training
-from ..hub import load_processing_class
+from ..hub import _require_peft, load_processing_class
 from ._common import (
     BUILTIN_DATASET,
     DATASET_FORMATS,
     REWARD_HELP,
     build_reward_funcs,
+    check_dataset_name,
     check_sandbox,
     eval_source,
     load_task,
@@ -129,19 +130,12 @@ def train(script_args: TrainScriptArguments, training_args, model_args: ModelCon
     verifier, reward_names = split_rewards(script_args.reward)
     check_sandbox(verifier)  # `--reward code`; `auto` is checked once the dataset's columns have resolved it
     if model_args.use_peft or model_args.load_in_4bit or model_args.load_in_8bit:
-        from transformers.utils import is_peft_available
-
-        if not is_peft_available():
-            raise ImportError("--use_peft / --load_in_4bit / --load_in_8bit need peft: pip install 'trl-kimi[peft]'.")
+        _require_peft("--use_peft / --load_in_4bit / --load_in_8bit")
     if (model_args.load_in_4bit or model_args.load_in_8bit) and not model_args.use_peft:
         raise ValueError(
             "--load_in_4bit/--load_in_8bit train quantized weights only through LoRA (QLoRA): add --use_peft."
         )
-    if not script_args.dataset_name:
-        raise ValueError(
-            "No dataset given: pass --dataset_name <Hub id, local .jsonl/.json/.csv/.parquet file or folder>, or "
-            f"--dataset_name {BUILTIN_DATASET} for the builtin toy task (chain sums, generated offline)."
-        )
+    check_dataset_name(script_args.dataset_name)
     if script_args.dataset_streaming:
         raise ValueError(
             "--dataset_streaming is not supported by trl-kimi train: the Kimi trainer samples prompts from a "

@@ -34,6 +34,7 @@ from datasets import Dataset
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
+from .._checks import check_choice, check_number
 from ..evaluation import sample_and_score
 
 
@@ -74,8 +75,7 @@ def term_tags(num_terms: int, tag_width: int = 1) -> list[str]:
 
     ```
     """
-    if tag_width not in (1, 2):
-        raise ValueError(f"tag_width must be 1 or 2, got {tag_width}.")
+    check_choice("tag_width", tag_width, (1, 2))
     if num_terms > len(TAGS) ** tag_width:
         raise ValueError(f"{num_terms} terms need tag_width=2 (tag_width={tag_width} tags {len(TAGS) ** tag_width}).")
     if tag_width == 1:
@@ -171,10 +171,8 @@ def make_sft_dataset(
         ("short_slip_rate", short_slip_rate),
         ("recheck_rate", recheck_rate),
     ]:
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {value}.")
-    if max_rechecks < 0:
-        raise ValueError(f"max_rechecks must be >= 0, got {max_rechecks}.")
+        check_number(name, value, 0, 1, fix="it is a probability.")
+    check_number("max_rechecks", max_rechecks, 0)
     rng = random.Random(seed + 1)
     rows = {"prompt": [], "completion": []}
     for terms in _problems(num, seed, max_terms, min_terms=min_terms, tag_width=tag_width):

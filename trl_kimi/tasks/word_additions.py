@@ -20,6 +20,8 @@ import random
 
 from datasets import Dataset
 
+from .._checks import check_number
+
 
 __all__ = ["TEMPLATES", "make_dataset"]
 
@@ -36,8 +38,7 @@ INSTRUCTION = 'Reply with "The answer is" and the number.'
 
 def make_dataset(num: int, seed: int = 0, max_operand: int = 9) -> Dataset:
     """`num` problems a + b with 1 ≤ a, b ≤ `max_operand`, each in one of `TEMPLATES`, drawn from `seed`."""
-    if max_operand < 1:
-        raise ValueError(f"max_operand must be >= 1, got {max_operand}.")
+    check_number("max_operand", max_operand, 1)
     rng = random.Random(seed)
     rows = {"prompt": [], "solution": []}
     for _ in range(num):

@@ -1,9 +1,9 @@
-import math
 import warnings
 from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from .._checks import check_choice, check_number
 from ..losses import BASELINES, L2_NORMALIZATIONS, LOGPROB_REDUCTIONS
 from ..partial_rollouts import PARTIAL_ROLLOUT_SCHEDULES
 from ..sampling import CURRICULUM_SCHEDULES, SAMPLING_STRATEGIES, _check_curriculum_steps
@@ -396,28 +396,33 @@ class KimiConfig(GRPOConfig):
         super().__post_init__()
         self._check_given_generation_batch_size(given_generation_batch_size)
 
-        if isinstance(self.tau, bool) or not isinstance(self.tau, int | float) or not math.isfinite(self.tau):
-            raise ValueError(f"tau must be a finite number > 0, got {self.tau!r}; pass e.g. --tau 0.1.")
-        if self.tau <= 0:
-            raise ValueError(
-                f"tau must be > 0, got {self.tau}: it is the strength of the pull towards the previous iteration's "
-                "policy and a KL weight cannot be zero or negative. Pass a positive value, e.g. --tau 0.1."
-            )
-        if self.logprob_reduction not in LOGPROB_REDUCTIONS:
-            raise ValueError(
-                f"logprob_reduction must be one of {LOGPROB_REDUCTIONS}, got {self.logprob_reduction!r}; pass "
-                "--logprob_reduction sum (the report's sequence log-probability) or mean."
-            )
-        if self.l2_normalization not in L2_NORMALIZATIONS:
-            raise ValueError(
-                f"l2_normalization must be one of {L2_NORMALIZATIONS}, got {self.l2_normalization!r}; pass "
-                "--l2_normalization sequence (the report's form) or length (divided by the completion length)."
-            )
-        if self.baseline not in BASELINES:
-            raise ValueError(
-                f"baseline must be one of {BASELINES}, got {self.baseline!r}; pass --baseline mean (the report's "
-                "group mean reward) or log_mean_exp (the exact tau*log mean exp(r/tau))."
-            )
+        check_number(
+            "tau",
+            self.tau,
+            0,
+            low_open=True,
+            finite=True,
+            fix="it is the strength of the pull towards the previous iteration's policy and a KL weight cannot be zero "
+            "or negative. Pass a positive value, e.g. --tau 0.1.",
+        )
+        check_choice(
+            "logprob_reduction",
+            self.logprob_reduction,
+            LOGPROB_REDUCTIONS,
+            "pass --logprob_reduction sum (the report's sequence log-probability) or mean.",
+        )
+        check_choice(
+            "l2_normalization",
+            self.l2_normalization,
+            L2_NORMALIZATIONS,
+            "pass --l2_normalization sequence (the report's form) or length (divided by the completion length).",
+        )
+        check_choice(
+            "baseline",
+            self.baseline,
+            BASELINES,
+            "pass --baseline mean (the report's group mean reward) or log_mean_exp (the exact tau*log mean exp(r/tau)).",
+        )
 
         # GRPOConfig normalises scale_rewards=False to "none"; compare after that.
         for name, (required, reason) in _FIXED_BY_THE_METHOD.items():
@@ -496,28 +501,18 @@ class KimiConfig(GRPOConfig):
             )
 
     def _check_sampling(self) -> None:
-        if self.sampling_strategy not in SAMPLING_STRATEGIES:
-            raise ValueError(
-                f"sampling_strategy must be one of {SAMPLING_STRATEGIES}, got {self.sampling_strategy!r}; pass "
-                "--sampling_strategy uniform (TRL's), curriculum or prioritized."
-            )
-        for name, low, high, include_low in [
-            ("prioritized_epsilon", 0.0, 1.0, True),
-            ("success_prior", 0.0, 1.0, True),
-            ("success_ema_alpha", 0.0, 1.0, False),
-        ]:
-            value = getattr(self, name)
-            inside = (value >= low if include_low else value > low) and value <= high
-            if isinstance(value, bool) or not isinstance(value, int | float) or not inside:
-                interval = f"{'[' if include_low else '('}{low:g}, {high:g}]"
-                raise ValueError(f"{name} must be in {interval}, got {value!r}; see --help for its meaning.")
+        check_choice(
+            "sampling_strategy",
+            self.sampling_strategy,
+            SAMPLING_STRATEGIES,
+            "pass --sampling_strategy uniform (TRL's), curriculum or prioritized.",
+        )
+        for name, low_open in [("prioritized_epsilon", False), ("success_prior", False), ("success_ema_alpha", True)]:
+            check_number(name, getattr(self, name), 0, 1, low_open=low_open, fix="see --help for its meaning.")
         if self.sampling_strategy == "uniform":
             return
         if self.sampling_strategy == "curriculum":
-            if self.curriculum_schedule not in CURRICULUM_SCHEDULES:
-                raise ValueError(
-                    f"curriculum_schedule must be one of {CURRICULUM_SCHEDULES}, got {self.curriculum_schedule!r}."
-                )
+            check_choice("curriculum_schedule", self.curriculum_schedule, CURRICULUM_SCHEDULES)
             _check_curriculum_steps(self.curriculum_schedule, self.curriculum_steps)
         # The sampler resumes exactly only from a checkpoint between two generated batches: TRL regenerates a
         # half-used batch on resume (with the new weights), which would feed its success back twice.
@@ -536,10 +531,17 @@ class KimiConfig(GRPOConfig):
                 f"steps_per_generation x num_iterations ({batch_micro_steps}). Pick save_steps accordingly."
             )
 
+    def _check_whole_groups_per_process(self, feature: str) -> None:
+        per_process = self.per_device_train_batch_size * self.steps_per_generation
+        if per_process % self.num_generations:
+            raise ValueError(
+                f"{feature} needs whole groups on each process: per_device_train_batch_size "
+                f"({self.per_device_train_batch_size}) x steps_per_generation ({self.steps_per_generation}) = "
+                f"{per_process} must be a multiple of num_generations ({self.num_generations})."
+            )
+
     def _check_dynamic_sampling(self) -> None:
-        tries = self.dynamic_sampling_max_tries
-        if isinstance(tries, bool) or not isinstance(tries, int) or tries < 1:
-            raise ValueError(f"dynamic_sampling_max_tries must be an integer >= 1, got {tries!r}; e.g. 4.")
+        check_number("dynamic_sampling_max_tries", self.dynamic_sampling_max_tries, 1, integer=True, fix="e.g. 4.")
         if not self.dynamic_sampling:
             return
         if self.partial_rollout_budget is not None:
@@ -547,13 +549,7 @@ class KimiConfig(GRPOConfig):
                 "dynamic_sampling=True with partial_rollout_budget set: the partial-rollout buffer already decides "
                 "which groups make a batch. Use one of them."
             )
-        per_process = self.per_device_train_batch_size * self.steps_per_generation
-        if per_process % self.num_generations:
-            raise ValueError(
-                f"dynamic_sampling needs whole groups on each process: per_device_train_batch_size "
-                f"({self.per_device_train_batch_size}) x steps_per_generation ({self.steps_per_generation}) = "
-                f"{per_process} must be a multiple of num_generations ({self.num_generations})."
-            )
+        self._check_whole_groups_per_process("dynamic_sampling")
         # The refills of generated batch g are seeded by g, read from the optimizer step at which g starts; that is
         # one number per batch only when every batch starts on an optimizer step, and a resume must start on one.
         batch_micro_steps = self.steps_per_generation * self.num_iterations
@@ -584,13 +580,8 @@ class KimiConfig(GRPOConfig):
             ("partial_rollout_repetition_ngram_size", 1, "no repeat detection"),
             ("partial_rollout_repetition_max_repeats", 2, None),
         ]:
-            value = getattr(self, name)
-            if (value is not None or unset is None) and (not isinstance(value, int) or value < low):
-                raise ValueError(
-                    f"{name} must be an integer >= {low}{f' or unset ({unset})' if unset else ''}, got {value!r}; "
-                    "see --help for its meaning (e.g. --partial_rollout_budget 256, new tokens per trajectory and "
-                    "iteration)."
-                )
+            fix = "see --help for its meaning (e.g. --partial_rollout_budget 256, new tokens per trajectory and iteration)."
+            check_number(name, getattr(self, name), low, integer=True, unset=unset, fix=fix)
         max_length = self.partial_rollout_max_length or self.max_completion_length
         if budget > max_length:
             raise ValueError(
@@ -598,22 +589,19 @@ class KimiConfig(GRPOConfig):
                 "partial_rollout_max_length or else max_completion_length): every trajectory would finish in one "
                 "round. Pass a smaller budget or raise the maximum length."
             )
-        if self.partial_rollout_schedule not in PARTIAL_ROLLOUT_SCHEDULES:
-            raise ValueError(
-                f"partial_rollout_schedule must be one of {PARTIAL_ROLLOUT_SCHEDULES}, got "
-                f"{self.partial_rollout_schedule!r}."
-            )
+        check_choice("partial_rollout_schedule", self.partial_rollout_schedule, PARTIAL_ROLLOUT_SCHEDULES)
         if self.save_only_model:
             raise ValueError(
                 "save_only_model=True writes no trainer state, so the partial-rollout buffer (kimi_rollout_buffer.pt) "
                 "would not be saved and its trajectories would be lost on resume. Set save_only_model=False."
             )
-        penalty = self.partial_rollout_repetition_penalty
-        if not math.isfinite(penalty) or penalty > 0:
-            raise ValueError(
-                f"partial_rollout_repetition_penalty must be a finite number <= 0, got {penalty!r}; it is a penalty "
-                "added to a repeated trajectory's reward (default -0.5)."
-            )
+        check_number(
+            "partial_rollout_repetition_penalty",
+            self.partial_rollout_repetition_penalty,
+            high=0,
+            finite=True,
+            fix="it is a penalty added to a repeated trajectory's reward (default -0.5).",
+        )
         # The samplers feed each group's success back to the batch they drew; a partial-rollout batch holds groups
         # drawn at earlier iterations, so the feedback would credit the wrong problems.
         if self.sampling_strategy != "uniform":
@@ -630,12 +618,6 @@ class KimiConfig(GRPOConfig):
             )
         # Each process keeps its own buffer of whole groups, so a process's share of a generated batch must be made
         # of whole groups.
-        per_process = self.per_device_train_batch_size * self.steps_per_generation
-        if per_process % self.num_generations:
-            raise ValueError(
-                f"With partial rollouts each process generates whole groups: per_device_train_batch_size "
-                f"({self.per_device_train_batch_size}) x steps_per_generation ({self.steps_per_generation}) = "
-                f"{per_process} must be a multiple of num_generations ({self.num_generations})."
-            )
+        self._check_whole_groups_per_process("partial rollouts")
         # TRL regenerates a half-used batch on resume: the buffer saved in the middle of one would be replayed twice.
         self._check_checkpoints_between_batches("partial rollouts")

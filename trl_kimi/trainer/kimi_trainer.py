@@ -4,10 +4,10 @@ from typing import Any
 
 import torch
 from accelerate.utils import gather, gather_object
-from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import get_config_model_id
 
+from .._checks import check_map_style
 from ..losses import (
     log_mean_exp_baseline_advantages,
     mirror_descent_loss,
@@ -147,6 +147,8 @@ class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
         self._length_penalties = self._take_out_group_rewards()
         self._init_sampler()
         self._init_partial_rollouts()
+        if self.args.dynamic_sampling:
+            check_map_style(self.train_dataset, "dynamic_sampling", "set dynamic_sampling=False")
 
     # ------------------------------------------------------------------ model card
     def create_model_card(
@@ -304,12 +306,7 @@ class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
         TRL's gathers need. Refill problems come from the sampler's distribution for this batch (uniform without a
         sampler), seeded by (seed, batch, round, process); only round 0 feeds the sampler's success rates.
         """
-        args, num_generations = self.args, self.num_generations
-        if not isinstance(self.train_dataset, Dataset):
-            raise ValueError(
-                f"dynamic_sampling draws refill problems by index and needs a map-style datasets.Dataset, got "
-                f"{type(self.train_dataset).__name__}; load the dataset without streaming or set dynamic_sampling=False."
-            )
+        args, num_generations = self.args, self.num_generations  # train_dataset: map-style, checked at init
         quota = len(inputs) // num_generations  # groups per process (whole groups: checked by KimiConfig)
         batch_id = (
             self.state.global_step

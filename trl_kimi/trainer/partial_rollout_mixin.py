@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 from accelerate.utils import gather_object
-from datasets import Dataset
 
+from .._checks import check_map_style
 from ..partial_rollouts import (
     PartialRolloutBuffer,
     RoundStats,
@@ -101,12 +101,12 @@ class PartialRolloutMixin:
         extra = args.partial_rollout_extra_groups
         self._extra_groups = self._groups_per_batch if extra is None else extra
         per_iteration = args.partial_rollout_schedule == "budget_per_iteration"
-        if (self._extra_groups or per_iteration) and not isinstance(self.train_dataset, Dataset):
-            raise ValueError(
-                f"partial_rollout_extra_groups={self._extra_groups} and partial_rollout_schedule="
-                f"{args.partial_rollout_schedule!r} draw prompts from train_dataset by index, which needs a map-style "
-                f"datasets.Dataset, got {type(self.train_dataset).__name__}. Load the dataset without streaming, or "
-                "set partial_rollout_extra_groups=0 and partial_rollout_schedule='rounds_until_full'."
+        if self._extra_groups or per_iteration:
+            check_map_style(
+                self.train_dataset,
+                f"partial_rollout_extra_groups={self._extra_groups} with partial_rollout_schedule="
+                f"{args.partial_rollout_schedule!r}",
+                "set partial_rollout_extra_groups=0 and partial_rollout_schedule='rounds_until_full'",
             )
         max_length = args.partial_rollout_max_length or self.max_completion_length
         # Groups in flight: one batch's worth plus the extra groups arrive per iteration, and a trajectory lives at

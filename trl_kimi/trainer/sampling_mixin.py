@@ -13,8 +13,8 @@ Tested against TRL 1.16 (`_get_train_sampler`, `_save_optimizer_and_scheduler`, 
 import os
 
 import torch
-from datasets import Dataset
 
+from .._checks import check_map_style
 from ..sampling import CurriculumSampler, KimiSampler, PrioritizedSampler, read_difficulties
 
 
@@ -45,12 +45,9 @@ class SamplingMixin:
         args = self.args
         if args.sampling_strategy == "uniform":
             return
-        if not isinstance(self.train_dataset, Dataset):
-            raise ValueError(
-                f"sampling_strategy={args.sampling_strategy!r} needs a map-style datasets.Dataset (it picks problems "
-                f"by index), got {type(self.train_dataset).__name__}. Load the dataset without streaming, or use "
-                "sampling_strategy='uniform'."
-            )
+        check_map_style(
+            self.train_dataset, f"sampling_strategy={args.sampling_strategy!r}", "use sampling_strategy='uniform'"
+        )
         if args.success_reward is None and len(self.reward_func_names) > 1:
             raise ValueError(
                 f"There are {len(self.reward_func_names)} reward functions {self.reward_func_names}; name the one that "

@@ -719,6 +719,12 @@ class _NotClosedForm(Exception):
     pass
 
 
+def _expect(condition: bool) -> None:
+    """The reader's one way to give up on an answer that is not a closed form."""
+    if not condition:
+        raise _NotClosedForm
+
+
 class _ClosedFormReader:
     """Recursive-descent reader of one closed form into a complex value, tracking the largest magnitude met (the
     scale of float64's rounding error)."""
@@ -728,8 +734,7 @@ class _ClosedFormReader:
         answer = answer.replace("\\left", "").replace("\\right", "").replace("\\!", "").replace("\\,", "").strip()
         while position < len(answer):
             match = _CLOSED_FORM_TOKEN_RE.match(answer, position)
-            if match is None:
-                raise _NotClosedForm
+            _expect(match is not None)
             kind = match.lastgroup
             self.tokens.append((kind, match.group(kind)))
             position = match.end()
@@ -740,22 +745,19 @@ class _ClosedFormReader:
 
     def take(self, value: str | None = None) -> tuple[str, str]:
         token = self.peek()
-        if token is None or (value is not None and token[1] != value):
-            raise _NotClosedForm
+        _expect(token is not None and (value is None or token[1] == value))
         self.index += 1
         return token
 
     def checked(self, value: complex) -> complex:
         size = abs(value)
-        if size != size or size > _MAX_CLOSED_FORM_MAGNITUDE:
-            raise _NotClosedForm
+        _expect(size <= _MAX_CLOSED_FORM_MAGNITUDE)  # False for nan too
         self.magnitude = max(self.magnitude, size)
         return value
 
     def read(self) -> complex:
         value = self.expression()
-        if self.peek() is not None:
-            raise _NotClosedForm
+        _expect(self.peek() is None)
         return value
 
     def expression(self) -> complex:
@@ -771,17 +773,14 @@ class _ClosedFormReader:
     def term(self) -> complex:
         value, divided = self.factor(), False
         while (token := self.peek()) is not None:
-            if divided and token[1] not in ("+", "-", ")", "}"):
-                raise _NotClosedForm  # `1/2\pi`, `1/2 \cdot 3`: π/2 or 1/(2π)? Not read here.
+            # `1/2\pi`, `1/2 \cdot 3`: π/2 or 1/(2π)? Not read here.
+            _expect(not divided or token[1] in ("+", "-", ")", "}"))
             if token[1] in ("*", "\\cdot", "\\times"):
                 self.take()
                 value = self.checked(value * self.factor())
             elif token[1] == "/":
                 self.take()
-                divisor = self.factor()
-                if divisor == 0:
-                    raise _NotClosedForm
-                value, divided = self.checked(value / divisor), True
+                value, divided = self.checked(value / self.factor()), True  # `/ 0`: ZeroDivisionError, not read
             elif token[1] in ("\\sqrt", "\\pi", "i") or (
                 # `2(1+i)`, `\pi\frac{1}{2}`; never `3\frac{1}{2}` (a mixed number?) nor `(1+2)(3)` (a call?)
                 self.tokens[self.index - 1][0] == "number"
@@ -798,11 +797,12 @@ class _ClosedFormReader:
         if self.peek() == ("symbol", "^"):
             self.take()
             exponent = self.group_or_digit()
-            if exponent.imag or exponent.real != int(exponent.real) or abs(exponent.real) > _MAX_CLOSED_FORM_EXPONENT:
-                raise _NotClosedForm
-            if value == 0 and exponent.real < 0:
-                raise _NotClosedForm
-            value = self.checked(value ** int(exponent.real))
+            _expect(
+                not exponent.imag
+                and exponent.real == int(exponent.real)
+                and abs(exponent.real) <= _MAX_CLOSED_FORM_EXPONENT
+            )
+            value = self.checked(value ** int(exponent.real))  # `0^{-1}`: ZeroDivisionError, not read
         return value
 
     def group_or_digit(self) -> complex:
@@ -812,8 +812,7 @@ class _ClosedFormReader:
             if len(text) > 1:
                 self.tokens[self.index - 1 : self.index] = [("number", text[0]), ("number", text[1:])]
             return self.checked(complex(int(text[0])))
-        if text != "{":
-            raise _NotClosedForm
+        _expect(text == "{")
         value = self.expression()
         self.take("}")
         return value
@@ -824,24 +823,19 @@ class _ClosedFormReader:
             return self.checked(complex(float(text)))
         if text in _FRACTIONS:
             numerator = self.group_or_digit()
-            denominator = self.group_or_digit()
-            if denominator == 0:
-                raise _NotClosedForm
-            return self.checked(numerator / denominator)
+            return self.checked(numerator / self.group_or_digit())  # `\frac{1}{0}`: ZeroDivisionError, not read
         if text == "\\sqrt":
             radicand = self.group_or_digit()
-            if radicand.imag or radicand.real < 0:
-                raise _NotClosedForm
+            _expect(not radicand.imag and radicand.real >= 0)
             return self.checked(complex(radicand.real**0.5))
         if text == "\\pi":
             return complex(3.141592653589793)
         if text == "i":
             return 1j
-        if text in ("(", "{"):
-            value = self.expression()
-            self.take(")" if text == "(" else "}")
-            return value
-        raise _NotClosedForm
+        _expect(text in ("(", "{"))
+        value = self.expression()
+        self.take(")" if text == "(" else "}")
+        return value
 
 
 @functools.lru_cache(maxsize=_CLOSED_FORM_CACHE_SIZE)  # a gold answer is read once per generation of its prompt

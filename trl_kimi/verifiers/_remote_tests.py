@@ -33,7 +33,7 @@ import os
 import selectors
 import sys
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 
 # One response line from the sandbox may hold this many bytes; a longer one fails the run (a result is plain data a
@@ -109,17 +109,25 @@ class Channel:
     def close(self) -> None:
         self._selector.close()
 
-    def fail(self, error: BaseException) -> BaseException:
+    def record(self, error: BaseException) -> BaseException:
+        """Keeps the run's first control exception: it fails the run even if the tests swallow it."""
         if self.failure is None:
             self.failure = error
         return error
+
+    def fail(self, error: BaseException) -> NoReturn:
+        """The one way a run is stopped: every rejected response, deadline, output overflow or lost sandbox."""
+        raise self.record(error)
+
+    def violation(self, what: str) -> NoReturn:
+        self.fail(Violation(what))
 
     def receive(self) -> list:
         """The next response line, decoded as JSON (not yet as values)."""
         while b"\n" not in self._buffer:
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:
-                raise self.fail(Deadline("the run's deadline passed"))
+                self.fail(Deadline("the run's deadline passed"))
             for key, _ in self._selector.select(timeout=remaining):
                 chunk = os.read(key.fd, 65536)
                 if key.fd == self.output_fd:
@@ -127,21 +135,21 @@ class Channel:
                         self._selector.unregister(self.output_fd)
                     self.output += chunk
                     if len(self.output) > self.max_output_bytes:
-                        raise self.fail(OutputLimit(f"more than {self.max_output_bytes} bytes of output"))
+                        self.fail(OutputLimit(f"more than {self.max_output_bytes} bytes of output"))
                     continue
                 if not chunk:
-                    raise self.fail(SandboxGone("the program exited" + (" (after its calls)" if self.calls else "")))
+                    self.fail(SandboxGone("the program exited" + (" (after its calls)" if self.calls else "")))
                 self._buffer += chunk
                 if len(self._buffer) > MAX_RESPONSE_BYTES:
-                    raise self.fail(Violation(f"a response over {MAX_RESPONSE_BYTES} bytes"))
+                    self.violation(f"a response over {MAX_RESPONSE_BYTES} bytes")
         line, _, rest = bytes(self._buffer).partition(b"\n")
         self._buffer = bytearray(rest)
         try:
             message = json.loads(line)
-        except (ValueError, RecursionError) as error:  # integers over Python's digit limit, `[[[[...` bombs
-            raise self.fail(Violation(f"a response that is not JSON: {error}")) from None
+        except (ValueError, RecursionError):  # integers over Python's digit limit, `[[[[...` bombs
+            message = None
         if not isinstance(message, list) or not message or not isinstance(message[0], str):
-            raise self.fail(Violation("a malformed response"))
+            self.violation(f"a malformed response (not JSON, or not a list opened by a string): {line[:100]!r}")
         return message
 
     def request(self, message: list) -> Any:
@@ -157,15 +165,15 @@ class Channel:
         if response[0] == "raise" and len(response) == 3:
             if response[1] in ("StopIteration", "StopAsyncIteration"):
                 # Raised into a loop of the tests (`all(map(candidate, cases))`) it would end the loop as a success.
-                raise self.fail(Violation(f"the program raised {response[1]}"))
+                self.violation(f"the program raised {response[1]}")
             error = _program_exception(*response[1:])
             if message[0] == "call":
                 # An exception escaping a call into the program fails the run, even if the tests catch it
                 # (`except Exception: pass` would turn a crash into a pass); the tests still see it raised.
-                self.fail(Violation(f"the program raised {type(error).__name__}: {str(error)[:200]}"))
+                self.record(Violation(f"the program raised {type(error).__name__}: {str(error)[:200]}"))
             raise error
         if response[0] != "ok" or len(response) != 3 or not isinstance(response[2], dict):
-            raise self.fail(Violation(f"a malformed response {str(response)[:100]!r}"))
+            self.violation(f"a malformed response {str(response)[:100]!r}")
         return self.decode(response[1]), response[2]
 
     def send(self, message: list) -> None:
@@ -174,14 +182,17 @@ class Channel:
             while data:
                 data = data[os.write(self.request_fd, data) :]
         except (BrokenPipeError, OSError):
-            raise self.fail(SandboxGone("the program closed its end")) from None
+            self.fail(SandboxGone("the program closed its end"))
 
     def call_back(self, ident: Any, args: Any, kwargs: Any) -> list:
         """Runs a function (or `next()` of an iterator) of the tests that the program called; returns the answer."""
-        if type(ident) is not int or not 0 <= ident < len(self.callbacks) or type(args) is not list:
-            raise self.fail(Violation("a malformed callback"))
-        if type(kwargs) is not dict:
-            raise self.fail(Violation("a malformed callback"))
+        if (
+            type(ident) is not int
+            or not 0 <= ident < len(self.callbacks)
+            or type(args) is not list
+            or type(kwargs) is not dict
+        ):
+            self.violation("a malformed callback")
         target = self.callbacks[ident]
         arguments = [self.decode(item) for item in args]
         keywords = {str(key): self.decode(item) for key, item in kwargs.items()}
@@ -202,7 +213,7 @@ class Channel:
         if response[0] == "raise" and len(response) == 3:
             raise _program_exception(*response[1:])
         if response != ["ready"]:
-            raise self.fail(Violation(f"a malformed start-up line {str(response)[:100]!r}"))
+            self.violation(f"a malformed start-up line {str(response)[:100]!r}")
 
     def decode(self, data: Any) -> Any:
         """Strictly decodes a value written by the sandbox: plain built-in values and handles, nothing else. The cost
@@ -221,17 +232,17 @@ class Channel:
             if -_DISTINCT_HASH < data < _DISTINCT_HASH:
                 return data
             if data.bit_length() > _MAX_INT_BITS:
-                raise self.fail(Violation(f"an integer over {_MAX_INT_BITS} bits"))
+                self.violation(f"an integer over {_MAX_INT_BITS} bits")
             return guard.check(data)
         if kind is not list or not data or depth > _MAX_DEPTH:
-            raise self.fail(Violation(f"a value that is not plain data: {str(data)[:100]!r}"))
+            self.violation(f"a value that is not plain data: {str(data)[:100]!r}")
         tag, items = data[0], data[1:]
         try:
             if tag == "r" and len(items) == 1 and type(items[0]) is int:
                 return RemoteObject(self, ["r", items[0]])
             if tag == "i" and len(items) == 1 and type(items[0]) is str:
                 if len(items[0]) > _MAX_INT_BITS // 4 + 2:
-                    raise ValueError(f"an integer over {_MAX_INT_BITS} bits")
+                    self.violation(f"an integer over {_MAX_INT_BITS} bits")
                 return guard.check(int(items[0], 16))
             if tag in ("b", "B") and len(items) == 1 and type(items[0]) is str:
                 return (bytes if tag == "b" else bytearray).fromhex(items[0])
@@ -239,7 +250,7 @@ class Channel:
                 return guard.check(complex(*items))
             if tag == "D":
                 if items[:1] and items[0] is not None and items[0] not in _FACTORIES:
-                    raise ValueError(f"default factory {items[0]!r}")
+                    self.violation(f"a defaultdict with the default factory {str(items[0])[:20]!r}")
                 factory = _FACTORIES.get(items[0]) if items[:1] else None
                 values = [self._decode(item, depth + 1, guard) for item in items[1:]]
                 return collections.defaultdict(factory, _pairs(values))
@@ -262,8 +273,8 @@ class Channel:
             if tag == "O":
                 return collections.OrderedDict(_pairs(values))
         except (TypeError, ValueError, OverflowError) as error:  # unhashable keys, odd pair counts, bad hex
-            raise self.fail(Violation(f"a malformed {tag!r} value: {error}")) from None
-        raise self.fail(Violation(f"an unknown value tag {str(tag)[:20]!r}"))
+            self.violation(f"a malformed {tag!r} value: {error}")
+        self.violation(f"an unknown value tag {str(tag)[:20]!r}")
 
 
 class _HashGuard:
@@ -280,7 +291,7 @@ class _HashGuard:
     def check(self, value: Any, size: int = 1) -> Any:
         self.work += size
         if self.work > _MAX_HASH_WORK:
-            raise self.channel.fail(Violation("a response whose tuples are nested too deeply to hash in bounded time"))
+            self.channel.violation("a response whose tuples are nested too deeply to hash in bounded time")
         try:
             key = hash(value)
         except TypeError:  # a tuple holding a list: unhashable, so it never enters a set or dict
@@ -290,7 +301,7 @@ class _HashGuard:
             if not any(other is value or _same(other, value) for other in same):
                 same.append(value)
         elif not any(other is value or _same(other, value) for other in same):
-            raise self.channel.fail(Violation(f"more than {_MAX_SAME_HASH} distinct values with one hash"))
+            self.channel.violation(f"more than {_MAX_SAME_HASH} distinct values with one hash")
         return value
 
 
@@ -363,7 +374,7 @@ def encode(value: Any, channel: Channel, depth: int = 0) -> Any:
 def _refuse(operation: str):
     def refuse(self, *args: Any) -> Any:
         channel = object.__getattribute__(self, "_channel")
-        raise channel.fail(Violation(f"the tests {operation} an object the program returned, not plain data"))
+        channel.violation(f"the tests {operation} an object the program returned, not plain data")
 
     return refuse
 
@@ -388,7 +399,7 @@ class RemoteObject:
             target = args[int(key)] if key.isdigit() and int(key) < len(args) else kwargs.get(key)
             value = channel.decode(data)
             if type(target) is not type(value) or type(target) not in (list, dict, set, bytearray):
-                raise channel.fail(Violation(f"a malformed update of argument {key!r}"))
+                channel.violation(f"a malformed update of argument {key!r}")
             if isinstance(target, (dict, set)):
                 target.clear()
                 target.update(value)

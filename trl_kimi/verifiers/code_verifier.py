@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._checks import check_choice, check_number
 from . import _remote_tests
 from ._completion import completion_text
 
@@ -379,8 +380,7 @@ class CodeVerifier:
         max_parallel: int | None = None,
         sandbox: str = "bwrap",
     ):
-        if sandbox not in ("bwrap", "none"):
-            raise ValueError(f"sandbox must be 'bwrap' or 'none', got {sandbox!r}.")
+        check_choice("sandbox", sandbox, ("bwrap", "none"))
         for name, value in (
             ("timeout", timeout),
             ("memory_limit_mb", memory_limit_mb),
@@ -388,12 +388,9 @@ class CodeVerifier:
             ("max_output_bytes", max_output_bytes),
             ("max_processes", 1 if max_processes is None else max_processes),
         ):
-            if value <= 0:
-                raise ValueError(f"{name} must be > 0, got {value}.")
-        if cpu_seconds is not None and cpu_seconds < 1:
-            raise ValueError(f"cpu_seconds must be >= 1 (RLIMIT_CPU counts whole seconds), got {cpu_seconds}.")
-        if max_parallel is not None and max_parallel < 1:
-            raise ValueError(f"max_parallel must be >= 1 or None (os.cpu_count()), got {max_parallel}.")
+            check_number(name, value, 0, low_open=True)
+        check_number("cpu_seconds", cpu_seconds, 1, unset="from timeout", fix="RLIMIT_CPU counts whole seconds.")
+        check_number("max_parallel", max_parallel, 1, unset="os.cpu_count()")
         self.timeout = float(timeout)
         self.memory_limit_mb = memory_limit_mb
         self.disk_limit_mb = disk_limit_mb

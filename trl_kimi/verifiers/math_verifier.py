@@ -52,6 +52,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from .._checks import check_number
 from ._completion import completion_text
 from ._math_answers import _THINK_CLOSE, _THINK_OPEN, TAIL_CHARS, extract_answer, normalise_answer
 from ._math_worker import _WorkerPool
@@ -116,10 +117,8 @@ class MathVerifier:
     """
 
     def __init__(self, timeout: float = 10.0, num_workers: int = 2, startup_timeout: float = 60.0):
-        if not timeout > 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout}; pass e.g. MathVerifier(timeout=10.0).")
-        if num_workers < 1:
-            raise ValueError(f"num_workers must be >= 1, got {num_workers}; pass e.g. MathVerifier(num_workers=2).")
+        check_number("timeout", timeout, 0, low_open=True, fix="seconds, e.g. MathVerifier(timeout=10.0).")
+        check_number("num_workers", num_workers, 1, fix="e.g. MathVerifier(num_workers=2).")
         self.timeout, self.num_workers, self.startup_timeout = timeout, num_workers, startup_timeout
         # TRL names the reward column after `__name__`; the instance logs under the same name as `math_reward` so that
         # switching from the function to a configured instance does not rename the metric.
