@@ -6,6 +6,7 @@ Internal code receives values these checks (or `KimiConfig.__post_init__`) alrea
 again.
 """
 
+import math
 from collections.abc import Collection
 from typing import Any
 
@@ -64,7 +65,7 @@ def check_number(
     kind = int if integer else (int, float)
     typed = not (integer or finite) or (isinstance(value, kind) and not isinstance(value, bool))
     if typed and finite:
-        typed = value - value == 0  # False for inf and nan
+        typed = math.isfinite(value)
     inside = typed and (low is None or (value > low if low_open else value >= low)) and (high is None or value <= high)
     if inside:
         return
