@@ -7,6 +7,7 @@ again.
 """
 
 import math
+import numbers
 from collections.abc import Collection
 from typing import Any
 
@@ -47,8 +48,9 @@ def check_number(
     """
     Raises a `ValueError` unless `low <= value <= high` (`low < value` with `low_open`; a missing bound is no bound).
 
-    With `integer`, `value` must also be an `int` (not a `bool`); with `finite`, a finite `int` or `float` (not a
-    `bool`); with `unset` (what `None` means), `None` is accepted. NaN is refused whenever a bound is given.
+    `value` must be a real number (`int`, `float` or a NumPy scalar; not a `bool`, not a string); with `integer`, an
+    integral one; with `finite`, a finite one; with `unset` (what `None` means), `None` is accepted. NaN is refused
+    whenever a bound is given.
 
     Example:
     ```python
@@ -62,8 +64,8 @@ def check_number(
     """
     if value is None and unset is not None:
         return
-    kind = int if integer else (int, float)
-    typed = not (integer or finite) or (isinstance(value, kind) and not isinstance(value, bool))
+    kind = numbers.Integral if integer else numbers.Real
+    typed = isinstance(value, kind) and not isinstance(value, bool)
     if typed and finite:
         typed = math.isfinite(value)
     inside = typed and (low is None or (value > low if low_open else value >= low)) and (high is None or value <= high)
