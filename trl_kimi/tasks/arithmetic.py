@@ -162,8 +162,8 @@ def make_sft_dataset(
     it, as a second computation before answering).
 
     `min_terms`/`max_terms` bound the number of terms and `tag_width=2` allows up to 100 (two-letter tags): with
-    `long_fraction=1` they set the answer length, e.g. 2–4 terms ≈ 20 tokens, 10–12 ≈ 80, 33–35 ≈ 250 (the
-    workload of `benchmarks/tau_lengths.py`).
+    `long_fraction=1` they set the answer length, e.g. 2–4 terms ≈ 20 tokens, 10–12 ≈ 80, and with
+    `recheck_rate=1, max_rechecks=2` 10–12 terms ≈ 230 (the workload of `benchmarks/tau_lengths.py`).
     """
     for name, value in [
         ("long_fraction", long_fraction),
