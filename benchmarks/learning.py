@@ -108,6 +108,18 @@ def parse_trainer(spec: str) -> tuple[str, dict]:
     return kind, values
 
 
+def pull_summary(logs: list[dict]) -> dict:
+    """Mean pull ratio and log-ratio spread over the steps where the pull acts (ρ ≠ 0: not a batch's first step)."""
+    acting = [row for row in logs if row.get("kimi/log_ratio_std", 0.0) > 0.0]
+    if not acting:
+        return {}
+    return {
+        "pull_ratio": statistics.fmean(row["kimi/pull_ratio"] for row in acting),
+        "log_ratio_std": statistics.fmean(row["kimi/log_ratio_std"] for row in acting),
+        "abs_log_ratio": statistics.fmean(row["kimi/abs_log_ratio_mean"] for row in acting),
+    }
+
+
 class StepLog(TrainerCallback):
     """Wall time of `train()` and, per generated batch, the step it was scored at, its reward and mean length."""
 
@@ -301,6 +313,7 @@ def run_smollm2(args: LearningArguments, results: dict, save: Callable[[], None]
             run = {
                 **evaluate(trained, seed),
                 "seconds_per_step": log.seconds / args.smollm2_steps,
+                **pull_summary(log.logs),
                 "steps": log.steps,
                 "reward": log.rewards,
                 "length": log.lengths,
@@ -309,7 +322,8 @@ def run_smollm2(args: LearningArguments, results: dict, save: Callable[[], None]
             print(
                 f"[learning] smollm2 seed {seed} {spec}: mean reward first half "
                 f"{statistics.fmean(log.rewards[: len(log.rewards) // 2]):.3f}, second half "
-                f"{statistics.fmean(log.rewards[len(log.rewards) // 2 :]):.3f}, {run['seconds_per_step']:.1f} s/step",
+                f"{statistics.fmean(log.rewards[len(log.rewards) // 2 :]):.3f}, {run['seconds_per_step']:.1f} s/step, "
+                f"pull ratio {run.get('pull_ratio', 0.0):.3g}",
                 flush=True,
             )
             save()

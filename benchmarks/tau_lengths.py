@@ -44,7 +44,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/learning.py, whatever the working directory
 
 import torch  # noqa: E402
-from learning import _common_config, _mean_std, parse_trainer, train_one  # noqa: E402
+from learning import _common_config, _mean_std, parse_trainer, pull_summary, train_one  # noqa: E402
 from transformers import AutoModelForCausalLM, set_seed  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
@@ -125,18 +125,6 @@ def warm_start(args: TauLengthArguments, length: str, tokenizer, sft) -> Path:
     model.save_pretrained(out)
     print(f"[tau] {length}: warm start in {(time.perf_counter() - started) / 60:.1f} min", flush=True)
     return out
-
-
-def pull_summary(logs: list[dict]) -> dict:
-    """Mean pull ratio and log-ratio spread over the steps where the pull acts (ρ ≠ 0: not a batch's first step)."""
-    acting = [row for row in logs if row.get("kimi/log_ratio_std", 0.0) > 0.0]
-    if not acting:
-        return {}
-    return {
-        "pull_ratio": statistics.fmean(row["kimi/pull_ratio"] for row in acting),
-        "log_ratio_std": statistics.fmean(row["kimi/log_ratio_std"] for row in acting),
-        "abs_log_ratio": statistics.fmean(row["kimi/abs_log_ratio_mean"] for row in acting),
-    }
 
 
 def run_length(args: TauLengthArguments, length: str) -> None:
@@ -227,7 +215,30 @@ def report(out: Path) -> str:
             lines.append(f"| {length} | {spec} | {len(runs)} | " + " | ".join(cells) + " |")
     if per_length:
         plot(per_length, out / "tau_lengths.png")
+        lines += ["", *best_tau_table(per_length)]
     return "\n".join(lines)
+
+
+def best_tau_table(per_length: dict) -> list[str]:
+    """Per length and l2 normalisation: the τ with the best mean held-out pass@1 (settings with ≥ 3 seeds; the
+    screened ones otherwise), against GRPO's default loss."""
+    lines = ["| length | normalisation | best τ | pass@1 | seeds | GRPO default loss |", "|---|---|---|---|---|---|"]
+    for length, results in per_length.items():
+        best, grpo = {}, ""
+        for spec, per_seed in results["runs"].items():
+            kind, overrides = _label(spec)
+            mean, std = _mean_std([r["pass@1"] for r in per_seed.values()])
+            if kind == "grpo" and not overrides:
+                grpo = f"{mean:.3f} ± {std:.3f}"
+            if kind != "kimi" or set(overrides) - {"tau", "l2_normalization"}:
+                continue
+            norm = overrides.get("l2_normalization", "sequence")
+            key = (len(per_seed) >= 3, mean)
+            if norm not in best or key > best[norm][0]:
+                best[norm] = (key, overrides.get("tau", 0.1), mean, std, len(per_seed))
+        for norm, (_, tau, mean, std, seeds) in sorted(best.items()):
+            lines.append(f"| {length} | {norm} | {tau:g} | {mean:.3f} ± {std:.3f} | {seeds} | {grpo} |")
+    return lines
 
 
 def plot(per_length: dict, path: Path) -> None:

@@ -23,7 +23,7 @@ One GPU, vLLM colocated (`pip install "trl-kimi[vllm]"`); 2 optimizer steps per 
 accelerate launch examples/kimi_gsm8k.py \
     --model_name_or_path Qwen/Qwen2.5-1.5B-Instruct --dataset_name openai/gsm8k --dataset_config main \
     --output_dir Qwen2.5-1.5B-Kimi-GSM8K \
-    --tau 1 --num_generations 8 --per_device_train_batch_size 16 --gradient_accumulation_steps 2 \
+    --tau 0.1 --num_generations 8 --per_device_train_batch_size 16 --gradient_accumulation_steps 2 \
     --steps_per_generation 4 --learning_rate 1e-6 --max_completion_length 1024 --bf16 true \
     --use_vllm --vllm_mode colocate --length_penalty_weight 0.5 --logging_steps 5 --report_to trackio
 ```

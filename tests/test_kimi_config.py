@@ -17,7 +17,7 @@ def make(**kwargs) -> KimiConfig:
 def test_defaults():
     args = make()
     assert isinstance(args, GRPOConfig)
-    assert (args.tau, args.logprob_reduction, args.reset_optimizer_each_iteration) == (1.0, "sum", False)
+    assert (args.tau, args.logprob_reduction, args.reset_optimizer_each_iteration) == (0.1, "sum", False)
     # Fixed by the method: plain mean baseline, no clip, our loss, no KL to a reference unless asked.
     assert (args.scale_rewards, args.epsilon, args.loss_type, args.beta) == ("none", None, "mirror_descent", 0.0)
 
@@ -29,7 +29,7 @@ def test_false_scale_rewards_is_accepted():
 
 @pytest.mark.parametrize("tau", [0, 0.0, -0.1])
 def test_tau_must_be_positive(tau):
-    with pytest.raises(ValueError, match=rf"tau must be a finite number > 0, got {tau}.*--tau 1"):
+    with pytest.raises(ValueError, match=rf"tau must be a finite number > 0, got {tau}.*--tau 0.1"):
         make(tau=tau)
 
 

@@ -8,7 +8,7 @@ mapping there sets environment variables); flags given on the command line win o
 
 ```bash
 trl-kimi train --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name openai/gsm8k --dataset_config main \\
-    --output_dir Qwen2.5-0.5B-Kimi --num_generations 8 --reward math length_penalty
+    --output_dir Qwen2.5-0.5B-Kimi --tau 0.1 --num_generations 8 --reward math length_penalty
 trl-kimi eval --model_name_or_path Qwen2.5-0.5B-Kimi --dataset_name HuggingFaceH4/MATH-500 \\
     --num_samples 8 --k 1 8 --output_dir eval-math500 --push_results
 trl-kimi verify --input_file eval-math500/samples.jsonl --verifier math

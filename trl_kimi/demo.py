@@ -69,7 +69,7 @@ class DemoArguments:
     rl_learning_rate: float = field(default=5e-5, metadata={"help": "Learning rate of the RL phase (constant)."})
     tau: float = field(
         default=1.0,
-        metadata={"help": "Kimi tau: the l2 pull towards the iteration's policy (1.0, the package default)."},
+        metadata={"help": "Kimi tau: the l2 pull towards the iteration's policy (1.0: short answers, as here)."},
     )
     length_penalty_weight: float = field(
         default=0.5, metadata={"help": "Weight of the length penalty (0 turns it off)."}

@@ -94,7 +94,7 @@ class Long2ShortConfig:
         rl_learning_rate (`float`, *optional*, defaults to `1e-6`), rl_max_steps (`int`, *optional*, defaults to
         `100`), rl_num_generations (`int`, *optional*, defaults to `8`), rl_per_device_train_batch_size (`int`,
         *optional*, defaults to `8`), rl_steps_per_generation (`int`, *optional*), rl_tau (`float`, *optional*,
-        defaults to `1.0`), rl_temperature (`float`, *optional*, defaults to `1.0`):
+        defaults to `0.1`), rl_temperature (`float`, *optional*, defaults to `1.0`):
             The `KimiConfig` of the stage.
 
         > Any other option of a stage's TRL config
@@ -183,7 +183,7 @@ class Long2ShortConfig:
     rl_steps_per_generation: int | None = field(
         default=None, metadata={"help": "Optimizer steps per generated batch (tau acts from the 2nd)."}
     )
-    rl_tau: float = field(default=1.0, metadata={"help": "Kimi tau of the RL stage."})
+    rl_tau: float = field(default=0.1, metadata={"help": "Kimi tau of the RL stage."})
     rl_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the RL stage."})
 
     # free-form overrides of each stage's TRL config

@@ -5,7 +5,7 @@ adapter), its tokenizer and its card, and pushes them with `--push_to_hub`.
 
 ```bash
 trl-kimi train --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name openai/gsm8k --dataset_config main \\
-    --output_dir Qwen2.5-0.5B-Kimi --num_generations 8 --max_completion_length 1024 \\
+    --output_dir Qwen2.5-0.5B-Kimi --tau 0.1 --num_generations 8 --max_completion_length 1024 \\
     --reward math length_penalty repetition --reward_weights 1.0 1.0 1.0 --length_penalty_weight 0.5
 trl-kimi train --config kimi.yaml  # any flag below, as YAML; the command line wins
 ```

@@ -57,7 +57,7 @@ class KimiConfig(GRPOConfig):
     Parameters:
         > Parameters that control the mirror-descent objective
 
-        tau (`float`, *optional*, defaults to `1.0`):
+        tau (`float`, *optional*, defaults to `0.1`):
             τ > 0, the strength of the l2 pull ``(τ/2)·(log πθ − log πθi)²`` towards πθi, the policy at the start of
             the iteration (when the batch was generated). It has zero gradient at θ = θi, so it only acts on the
             2nd, 3rd, ... optimizer steps made on the same generated batch. Hence the default below: when none of
@@ -65,13 +65,13 @@ class KimiConfig(GRPOConfig):
             `DEFAULT_STEPS_PER_GENERATION_FACTOR` (2) × `gradient_accumulation_steps`, i.e. two optimizer steps per
             generated batch. Its cost: a generation batch twice as large, generated half as often. Settings that
             give one step per batch (`steps_per_generation × num_iterations <= gradient_accumulation_steps`) make
-            the update REINFORCE with a mean baseline, and the config warns. The report gives no value for τ; 1.0
-            is the value this package's measurements support (answers of ~15 to ~230 tokens, 0/1 rewards; see
-            `docs/mirror_descent.md`), not the report's. Check it by the logged `kimi/pull_ratio`
-            (``τ·|ρ|/|A|`` on the batch's later steps) and aim for about 0.3 to 1: well below 0.1 the pull does
-            not bind, above 1 it cancels the advantage. With `logprob_reduction="sum"` ρ, and with it the pull at a
-            fixed τ, grows with the number of answer tokens whose probability moves (long reasoning wants a smaller
-            τ) and with sparser rewards; see `docs/mirror_descent.md` ("Choosing τ").
+            the update REINFORCE with a mean baseline, and the config warns. The report gives no value for τ; 0.1
+            is the value this package's measurement on a pretrained chat model supports (a small model trained from
+            scratch on short answers did better with 1). Watch the logged `kimi/pull_ratio` (``τ·|ρ|/|A|`` on the
+            batch's later steps): above 1 the pull cancels the advantage (lower τ); far below 0.1 it does not bind
+            and there is no trust region (raise τ if training is erratic). With `logprob_reduction="sum"` ρ, and
+            with it the pull at a fixed τ, grows with the number of answer tokens whose probability moves and with
+            sparser rewards; see `docs/mirror_descent.md` ("Choosing τ").
         logprob_reduction (`str`, *optional*, defaults to `"sum"`):
             How per-token log-probabilities become the sequence log-probability ``log π(y|x)``. `"sum"`: the
             report's sequence log-probability. `"mean"`: divided by the completion length; for very long answers,
@@ -199,11 +199,11 @@ class KimiConfig(GRPOConfig):
     ```python
     >>> from trl_kimi import KimiConfig
     >>> args = KimiConfig(
-    ...     output_dir="kimi-run", num_generations=8,
+    ...     output_dir="kimi-run", tau=0.1, num_generations=8,
     ...     use_cpu=True, bf16=False,  # on a CPU-only machine; drop both on a GPU
     ... )
     >>> args.tau, args.logprob_reduction, args.scale_rewards
-    (1.0, 'sum', 'none')
+    (0.1, 'sum', 'none')
     >>> args.steps_per_generation, args.gradient_accumulation_steps  # two optimizer steps per generated batch
     (2, 1)
 
@@ -211,14 +211,14 @@ class KimiConfig(GRPOConfig):
     """
 
     tau: float = field(
-        default=1.0,
+        default=0.1,
         metadata={
             "help": "tau > 0: strength of the l2 pull (tau/2)*(log pi_theta - log pi_theta_i)^2 towards the policy at "
             "the start of the iteration. It only acts on the 2nd, 3rd, ... optimizer steps made on one generated "
             "batch (steps_per_generation > gradient_accumulation_steps, or num_iterations > 1); unless set, "
             "steps_per_generation defaults to 2 x gradient_accumulation_steps for that reason. The report gives no "
-            "value; 1.0 is the measured default. Check it by the logged kimi/pull_ratio, about 0.3-1 "
-            "(docs/mirror_descent.md)."
+            "value; 0.1 is the measured default. Watch the logged kimi/pull_ratio: above 1 the pull cancels the "
+            "advantage (docs/mirror_descent.md)."
         },
     )
     logprob_reduction: str = field(
@@ -405,7 +405,7 @@ class KimiConfig(GRPOConfig):
             low_open=True,
             finite=True,
             fix="it is the strength of the pull towards the previous iteration's policy and a KL weight cannot be zero "
-            "or negative. Pass a positive value, e.g. --tau 1.",
+            "or negative. Pass a positive value, e.g. --tau 0.1.",
         )
         check_choice(
             "logprob_reduction",

@@ -90,7 +90,7 @@ class KimiMirrorDescentTrainer(SamplingMixin, PartialRolloutMixin, GRPOTrainer):
     >>> trainer = KimiMirrorDescentTrainer(
     ...     model="Qwen/Qwen2.5-0.5B-Instruct",
     ...     reward_funcs=accuracy_reward,
-    ...     args=KimiConfig(output_dir="kimi-run"),  # 2 optimizer steps per generated batch
+    ...     args=KimiConfig(output_dir="kimi-run", tau=0.1),  # 2 optimizer steps per generated batch
     ...     train_dataset=dataset,
     ... )  # doctest: +SKIP
     >>> trainer.train()  # doctest: +SKIP
