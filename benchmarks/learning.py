@@ -120,6 +120,28 @@ def pull_summary(logs: list[dict]) -> dict:
     }
 
 
+def arithmetic_metrics(model, tokenizer, held_out: Dataset, num_samples: int, max_new_tokens: int, seed: int) -> dict:
+    """Held-out pass@1 (sampled at T = 1), mean tokens and greedy accuracy on the chain-sum task."""
+    sampled = arithmetic.evaluate_accuracy(
+        model, tokenizer, held_out, num_samples=num_samples, max_new_tokens=max_new_tokens, seed=seed
+    )
+    greedy = arithmetic.evaluate_accuracy(model, tokenizer, held_out, temperature=0, max_new_tokens=max_new_tokens)
+    return {"pass@1": sampled["accuracy"], "mean_tokens": sampled["mean_tokens"], "greedy": greedy["accuracy"]}
+
+
+def run_record(log: "StepLog", steps: int, metrics: dict) -> dict:
+    """What a results file keeps of one run: the metrics after training, time per step, the pull (Kimi runs), and
+    reward and length per generated batch."""
+    return {
+        **metrics,
+        "seconds_per_step": log.seconds / steps,
+        **pull_summary(log.logs),
+        "steps": log.steps,
+        "reward": log.rewards,
+        "length": log.lengths,
+    }
+
+
 class StepLog(TrainerCallback):
     """Wall time of `train()` and, per generated batch, the step it was scored at, its reward and mean length."""
 
@@ -227,14 +249,7 @@ def run_arithmetic(args: LearningArguments, results: dict, save: Callable[[], No
         model.save_pretrained(start_dir)
 
     def evaluate(model, seed: int) -> dict:
-        sampled = arithmetic.evaluate_accuracy(
-            model, tokenizer, held_out, num_samples=args.eval_samples, max_new_tokens=demo.max_completion_length,
-            seed=seed,
-        )  # fmt: skip
-        greedy = arithmetic.evaluate_accuracy(
-            model, tokenizer, held_out, temperature=0, max_new_tokens=demo.max_completion_length
-        )
-        return {"pass@1": sampled["accuracy"], "mean_tokens": sampled["mean_tokens"], "greedy": greedy["accuracy"]}
+        return arithmetic_metrics(model, tokenizer, held_out, args.eval_samples, demo.max_completion_length, seed)
 
     results["warm_start"] = evaluate(AutoModelForCausalLM.from_pretrained(start_dir), 0)
     print(f"[learning] arithmetic warm start: {json.dumps(results['warm_start'])}", flush=True)
@@ -248,13 +263,7 @@ def run_arithmetic(args: LearningArguments, results: dict, save: Callable[[], No
                 spec, seed, model, tokenizer, arithmetic.addition_reward, train, common,
                 demo.prompts_per_batch, demo.num_generations, args.steps_per_generation,
             )  # fmt: skip
-            run = {
-                **evaluate(trained, seed),
-                "seconds_per_step": log.seconds / args.steps,
-                "steps": log.steps,
-                "reward": log.rewards,
-                "length": log.lengths,
-            }
+            run = run_record(log, args.steps, evaluate(trained, seed))
             results["runs"].setdefault(spec, {})[seed] = run
             shown = {k: round(v, 4) for k, v in run.items() if not isinstance(v, list)}
             print(f"[learning] arithmetic seed {seed} {spec}: {json.dumps(shown)}", flush=True)
@@ -310,14 +319,7 @@ def run_smollm2(args: LearningArguments, results: dict, save: Callable[[], None]
                 spec, seed, model, tokenizer, math_reward, train, common,
                 args.smollm2_prompts_per_batch, args.smollm2_num_generations, args.steps_per_generation,
             )  # fmt: skip
-            run = {
-                **evaluate(trained, seed),
-                "seconds_per_step": log.seconds / args.smollm2_steps,
-                **pull_summary(log.logs),
-                "steps": log.steps,
-                "reward": log.rewards,
-                "length": log.lengths,
-            }
+            run = run_record(log, args.smollm2_steps, evaluate(trained, seed))
             results["runs"].setdefault(spec, {})[seed] = run
             print(
                 f"[learning] smollm2 seed {seed} {spec}: mean reward first half "

@@ -44,7 +44,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/learning.py, whatever the working directory
 
 import torch  # noqa: E402
-from learning import _common_config, _mean_std, parse_trainer, pull_summary, train_one  # noqa: E402
+from learning import _common_config, _mean_std, arithmetic_metrics, parse_trainer, run_record, train_one  # noqa: E402
 from transformers import AutoModelForCausalLM, set_seed  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
@@ -144,11 +144,7 @@ def run_length(args: TauLengthArguments, length: str) -> None:
     start_dir = warm_start(args, length, tokenizer, sft)
 
     def evaluate(model, seed: int) -> dict:
-        sampled = arithmetic.evaluate_accuracy(
-            model, tokenizer, held_out, num_samples=args.eval_samples, max_new_tokens=max_len, seed=seed
-        )
-        greedy = arithmetic.evaluate_accuracy(model, tokenizer, held_out, temperature=0, max_new_tokens=max_len)
-        return {"pass@1": sampled["accuracy"], "mean_tokens": sampled["mean_tokens"], "greedy": greedy["accuracy"]}
+        return arithmetic_metrics(model, tokenizer, held_out, args.eval_samples, max_len, seed)
 
     if "warm_start" not in everything:
         everything["warm_start"] = evaluate(AutoModelForCausalLM.from_pretrained(start_dir), 0)
@@ -165,14 +161,7 @@ def run_length(args: TauLengthArguments, length: str) -> None:
                 spec, seed, model, tokenizer, arithmetic.addition_reward, train, common,
                 args.prompts_per_batch, args.num_generations, args.steps_per_generation,
             )  # fmt: skip
-            run = {
-                **evaluate(trained, seed),
-                "seconds_per_step": log.seconds / args.steps,
-                **pull_summary(log.logs),
-                "steps": log.steps,
-                "reward": log.rewards,
-                "length": log.lengths,
-            }
+            run = run_record(log, args.steps, evaluate(trained, seed))
             everything["runs"].setdefault(spec, {})[str(seed)] = run
             shown = {k: round(v, 4) for k, v in run.items() if not isinstance(v, list)}
             print(f"[tau] {length} seed {seed} {spec}: {json.dumps(shown)}", flush=True)
